@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: help setup test lint format lab clean
+.PHONY: help setup test lint format lab clean reproduce study data
 
 help:  ## List the targets.
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -22,7 +22,6 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
-	$(PY) -m ipykernel install --sys-prefix --name obd --display-name "Python (obd)" >/dev/null
 	touch $@
 
 setup: $(STAMP)  ## Create .venv with the pinned environment (idempotent).
@@ -41,5 +40,81 @@ test: $(STAMP) lint  ## Lint, then run the test suite.
 lab: $(STAMP)  ## Open JupyterLab on notebooks/ with the project kernel.
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
-clean:  ## Remove generated results and reports (keeps .venv and figures/).
-	rm -rf results reports results-quick reports-quick
+clean:  ## Remove generated results and reports (keeps .venv and the committed figures/).
+	rm -rf results reports quick
+
+# ---------------------------------------------------------------------------------------------
+# The study. Every notebook run is a target: its HTML report, written last and atomically, marks
+# it done, so an interrupted `make reproduce` resumes where it stopped. QUICK=1 runs the whole
+# pipeline with tiny settings into quick/ so it never mixes with the full results.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+QUICK ?= 0
+ifeq ($(QUICK),1)
+RESULTS ?= quick/results
+REPORTS ?= quick/reports
+FIGURES ?= quick/figures
+SEEDS ?= 0 1
+STEPS ?= 2000
+PRUNE_ARGS ?= -p fractions "[0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1]" -p hessian_examples 5000
+else
+RESULTS ?= results
+REPORTS ?= reports
+FIGURES ?= figures
+SEEDS ?= 0 1 2 3 4
+STEPS ?= 50000
+PRUNE_ARGS ?=
+endif
+
+VARIANTS := \
+  magnitude-layerwise-plain magnitude-global-plain obd-layerwise-plain obd-global-plain \
+  obd-global-dropout seed_magnitude-layerwise-plain seed_magnitude-global-plain \
+  seed_obd-layerwise-plain seed_obd-global-plain seed_obd-global-dropout \
+  random-global-plain random-global-dropout
+
+RUN := $(PY) -m obd.runner
+comma := ,
+empty :=
+space := $(empty) $(empty)
+TRAIN_DEPS := notebooks/train.ipynb lib/obd/train.py lib/obd/model.py lib/obd/data.py
+PRUNE_DEPS := notebooks/prune.ipynb lib/obd/hessian.py lib/obd/saliency.py lib/obd/prune.py \
+  lib/obd/model.py lib/obd/data.py lib/obd/study.py
+COMPARE_DEPS := notebooks/compare.ipynb lib/obd/study.py lib/obd/plots.py \
+  lib/obd/published_blog_2016.csv
+model_paths = [$(subst $(space),$(comma),$(foreach s,$(SEEDS),$(abspath $(RESULTS))/models/$(1)-seed$(s).npz))]
+
+# train-<model>-seed<s>: model is plain (no dropout) or dropout (keep prob 0.8)
+define train_rule
+$(REPORTS)/train-$(1)-seed$(2).html: $(TRAIN_DEPS) | $(STAMP)
+	$(RUN) notebooks/train.ipynb $(REPORTS)/train-$(1)-seed$(2) -p dropout_rate $(3) -p seed $(2) \
+	  -p steps $(STEPS) -p out $(abspath $(RESULTS))/models/$(1)-seed$(2).npz
+endef
+$(foreach s,$(SEEDS),$(eval $(call train_rule,plain,$(s),0.0)))
+$(foreach s,$(SEEDS),$(eval $(call train_rule,dropout,$(s),0.2)))
+
+# prune-<saliency>-<scope>-<model>: one sweep over every seed's model
+define prune_rule
+$(REPORTS)/prune-$(1).html: $(PRUNE_DEPS) $(foreach s,$(SEEDS),$(REPORTS)/train-$(4)-seed$(s).html) | $(STAMP)
+	$(RUN) notebooks/prune.ipynb $(REPORTS)/prune-$(1) -p model "$(call model_paths,$(4))" \
+	  -p saliency $(2) -p scope $(3) -p include_biases $(if $(filter seed_%,$(2)),true,false) \
+	  -p out $(abspath $(RESULTS))/sweeps/$(1).csv $(PRUNE_ARGS)
+endef
+$(foreach v,$(VARIANTS),$(eval $(call prune_rule,$(v),$(word 1,$(subst -, ,$(v))),$(word 2,$(subst -, ,$(v))),$(word 3,$(subst -, ,$(v))))))
+PRUNE_REPORTS := $(VARIANTS:%=$(REPORTS)/prune-%.html)
+
+$(REPORTS)/compare.html: $(COMPARE_DEPS) $(PRUNE_REPORTS) | $(STAMP)
+	$(RUN) notebooks/compare.ipynb $(REPORTS)/compare -p results_dir $(abspath $(RESULTS)) \
+	  -p figures_dir $(abspath $(FIGURES))
+
+STUDY_REPORTS := $(REPORTS)/compare.html
+
+$(REPORTS)/index.html: $(STUDY_REPORTS) lib/obd/report.py | $(STAMP)
+	$(PY) -m obd.report --reports $(REPORTS) --figures $(FIGURES) --results $(RESULTS)
+
+data: $(STAMP)  ## Fetch MNIST (or find it under TFDS_DATA_DIR) and cache the decoded arrays.
+	$(PY) -c "from obd.data import load_mnist; [load_mnist(s) for s in ('train', 'test')]"
+
+study: $(REPORTS)/index.html
+
+reproduce: data  ## Run every variant and render figures/ and reports/ (QUICK=1: tiny, into quick/).
+	@$(MAKE) --no-print-directory -j$(JOBS) study QUICK=$(QUICK)
+	@echo "Open $(REPORTS)/index.html"

@@ -1,0 +1,187 @@
+"""The study's variants, its published reference numbers, and the aggregation of sweep results.
+
+A variant is named ``{saliency}-{scope}-{model}``, e.g. ``obd-global-dropout``. Saliencies named
+``seed_*`` are the blog's code as published (which also pruned biases); the others are the
+corrected flavour (kernels only). ``model`` is ``plain`` or ``dropout`` (keep prob 0.8).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MODELS = {"plain": 0.0, "dropout": 0.2}
+SCOPES = ("global", "layerwise")
+#: The blog's five variants, as (saliency family, scope, model), keyed by its log names.
+SEED_FAMILIES = {
+    "magnitude_layerwise": ("magnitude", "layerwise", "plain"),
+    "magnitude_global": ("magnitude", "global", "plain"),
+    "obd_layerwise": ("obd", "layerwise", "plain"),
+    "obd_global": ("obd", "global", "plain"),
+    "obd_global_dropout": ("obd", "global", "dropout"),
+}
+COLORS = {
+    "magnitude_layerwise": "tab:blue",
+    "magnitude_global": "tab:orange",
+    "obd_layerwise": "tab:green",
+    "obd_global": "tab:red",
+    "obd_global_dropout": "tab:purple",
+    "random_global": "tab:gray",
+    "random_global_dropout": "silver",
+    "obs_layerwise": "tab:brown",
+    "obs_layerwise_dropout": "tab:pink",
+}
+FAMILY_LABELS = {
+    "magnitude_layerwise": "magnitude, layer-wise",
+    "magnitude_global": "magnitude, all layers",
+    "obd_layerwise": "OBD, layer-wise",
+    "obd_global": "OBD, all layers",
+    "obd_global_dropout": "OBD, all layers, dropout model",
+}
+RESULT_COLUMNS = [
+    "variant", "saliency", "scope", "model", "include_biases", "seed",
+    "fraction", "pruned_fraction", "n_pruned", "accuracy", "loss",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One pruning variant of the study."""
+
+    name: str
+    saliency: str
+    scope: str
+    model: str
+
+    @property
+    def as_published(self) -> bool:
+        """The blog's code as published (``seed_*`` saliencies)."""
+        return self.saliency.startswith("seed_")
+
+    @property
+    def include_biases(self) -> bool:
+        """The blog pruned biases too; the corrected flavour prunes kernels only."""
+        return self.as_published
+
+    @property
+    def family(self) -> str:
+        """Key shared by a variant's flavours, e.g. ``obd_global_dropout``."""
+        base = self.saliency.removeprefix("seed_")
+        return f"{base}_{self.scope}" + ("_dropout" if self.model == "dropout" else "")
+
+    @property
+    def color(self) -> str:
+        """Plot colour, the same for every flavour of a family."""
+        return COLORS.get(self.family, "black")
+
+    @property
+    def label(self) -> str:
+        """Human-readable legend label."""
+        base = FAMILY_LABELS.get(self.family, self.family.replace("_", ", "))
+        flavour = "as published" if self.as_published else "corrected"
+        return f"{base} ({flavour})"
+
+
+def parse_variant(name: str) -> Variant:
+    """Parse ``{saliency}-{scope}-{model}``; ``ValueError`` naming the accepted parts."""
+    parts = name.split("-")
+    if len(parts) != 3 or parts[1] not in SCOPES or parts[2] not in MODELS:
+        raise ValueError(
+            f"variant {name!r} is not '{{saliency}}-{{scope}}-{{model}}' with scope in "
+            f"{list(SCOPES)} and model in {list(MODELS)}"
+        )
+    return Variant(name, *parts)
+
+
+def seed_variant(family: str, *, as_published: bool) -> Variant:
+    """The study variant reproducing one of the blog's five, in either flavour."""
+    saliency, scope, model = SEED_FAMILIES[family]
+    saliency = f"seed_{saliency}" if as_published else saliency
+    return parse_variant(f"{saliency}-{scope}-{model}")
+
+
+def load_published() -> pd.DataFrame:
+    """The blog's logged test accuracies (see the CSV's header for the source)."""
+    with resources.files("obd").joinpath("published_blog_2016.csv").open() as f:
+        return pd.read_csv(f, comment="#")
+
+
+def load_sweeps(results_dir: str | os.PathLike) -> pd.DataFrame:
+    """All sweep CSVs under ``results_dir/sweeps``, concatenated."""
+    files = sorted(Path(results_dir, "sweeps").glob("*.csv"))
+    if not files:
+        raise ValueError(
+            f"no sweep results in {Path(results_dir, 'sweeps')}: run prune.ipynb first"
+        )
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+
+
+def band(df: pd.DataFrame, value: str = "accuracy") -> pd.DataFrame:
+    """Mean, std, min and max of ``value`` over seeds at each (variant, fraction)."""
+    g = df.groupby(["variant", "fraction"])[value]
+    out = g.agg(["mean", "std", "min", "max", "count"]).reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def tolerated_fraction(df: pd.DataFrame, drop: float = 0.01) -> pd.DataFrame:
+    """Per (variant, seed): the largest fraction pruned whose accuracy is within ``drop`` of the
+    unpruned accuracy (fraction 0) of the same seed."""
+    rows = []
+    for (variant, seed), g in df.groupby(["variant", "seed"]):
+        g = g.sort_values("fraction")
+        base = g.loc[g["fraction"] == 0, "accuracy"]
+        if base.empty:
+            raise ValueError(f"variant {variant} seed {seed} has no fraction-0 row")
+        ok = g.loc[g["accuracy"] >= base.iloc[0] - drop - 1e-12, "fraction"]
+        rows.append((variant, seed, base.iloc[0], ok.max()))
+    return pd.DataFrame(
+        rows, columns=["variant", "seed", "unpruned_accuracy", "tolerated_fraction"]
+    )
+
+
+def summary_table(df: pd.DataFrame, drop: float = 0.01) -> pd.DataFrame:
+    """Largest fraction pruned with at most ``drop`` accuracy loss: mean and std over seeds."""
+    t = tolerated_fraction(df, drop)
+    s = t.groupby("variant").agg(
+        seeds=("seed", "nunique"),
+        unpruned_accuracy=("unpruned_accuracy", "mean"),
+        tolerated_mean=("tolerated_fraction", "mean"),
+        tolerated_std=("tolerated_fraction", "std"),
+    )
+    s["tolerated_std"] = s["tolerated_std"].fillna(0.0)
+    s = s.reset_index()
+    s["label"] = [_label(v) for v in s["variant"]]
+    return s.sort_values("tolerated_mean", ascending=False, ignore_index=True)
+
+
+def _label(name: str) -> str:
+    try:
+        return parse_variant(name).label
+    except ValueError:
+        return name
+
+
+def summary_markdown(summary: pd.DataFrame, drop: float = 0.01) -> str:
+    """The summary as a Markdown table (percentages)."""
+    head = (
+        f"| variant | seeds | unpruned accuracy (%) | weights pruned at <= {100 * drop:g} point loss (%) |\n"
+        "|---|---:|---:|---:|\n"
+    )
+    body = "".join(
+        f"| {r.label} | {r.seeds} | {100 * r.unpruned_accuracy:.2f} | "
+        f"{100 * r.tolerated_mean:.1f} ± {100 * r.tolerated_std:.1f} |\n"
+        for r in summary.itertuples()
+    )
+    return head + body
+
+
+def default_fractions(step: float = 0.01) -> np.ndarray:
+    """0 to 1 inclusive in ``step`` increments, rounded to avoid float drift."""
+    n = int(round(1 / step))
+    return np.round(np.linspace(0.0, 1.0, n + 1), 10)
