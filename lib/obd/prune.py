@@ -1,0 +1,208 @@
+"""Pruning by saliency: rank parameters once, mask the lowest-scored, sweep many pruning levels.
+
+A *prunable* entry is a kernel weight, or a kernel weight or bias when ``include_biases``. Entries
+are ranked within a *group*: all prunable entries together (scope ``"global"``) or each layer's
+prunable entries (scope ``"layerwise"``; a layer's kernel and bias form one group when biases are
+included). Pruning a fraction ``f`` of a group of ``n`` entries zeroes exactly
+``k = floor(f * n + 0.5)`` of them, those of rank ``< k``. Ranking is by score, ascending, with a
+stable sort: ties go to the entry earlier in the flattened order (``jax.tree.leaves`` order of the
+group's tensors, each row-major), so masks are deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from obd.model import Params, activation_fn, apply_mlp, layer_sizes
+from obd.saliency import check_like, check_scope
+
+#: Rank given to entries that are not prunable: ``rank >= k`` keeps them for every ``k``.
+UNRANKED = np.iinfo(np.int32).max
+
+_ACTIVATION_BYTES = 2**28  # per level chunk in :func:`sweep`: levels * examples * width * 4
+
+
+def _leaf_groups(params: Params, scope: str, include_biases: bool) -> list[int | None]:
+    """Group id of each leaf (``jax.tree.leaves`` order); ``None`` for non-prunable leaves."""
+    check_scope(scope)
+    layer_sizes(params)
+    groups = []
+    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+        layer, tensor = path[0].idx, path[1].key
+        prunable = tensor == "kernel" or include_biases
+        groups.append((0 if scope == "global" else layer) if prunable else None)
+    return groups
+
+
+def _group_sizes(leaves: Sequence, groups: list[int | None]) -> dict[int, int]:
+    sizes: dict[int, int] = {}
+    for leaf, g in zip(leaves, groups, strict=True):
+        if g is not None:
+            sizes[g] = sizes.get(g, 0) + int(np.size(leaf))
+    return sizes
+
+
+def ranks(scores: Params, *, scope: str = "global", include_biases: bool = False) -> Params:
+    """Rank (0 = pruned first) of each prunable entry within its group; :data:`UNRANKED` else."""
+    groups = _leaf_groups(scores, scope, include_biases)
+    leaves, treedef = jax.tree.flatten(scores)
+    leaves = [np.asarray(a) for a in leaves]
+    if any(np.isnan(a).any() for a in leaves):
+        raise ValueError("scores contain NaN; they cannot be ranked")
+    out = [np.full(a.shape, UNRANKED, np.int32) for a in leaves]
+    for g in sorted(set(groups) - {None}):
+        members = [i for i, gi in enumerate(groups) if gi == g]
+        flat = np.concatenate([leaves[i].ravel() for i in members])
+        rank = np.empty(flat.size, np.int32)
+        rank[np.argsort(flat, kind="stable")] = np.arange(flat.size, dtype=np.int32)
+        offsets = np.cumsum([0] + [leaves[i].size for i in members])
+        for i, lo, hi in zip(members, offsets[:-1], offsets[1:], strict=True):
+            out[i] = rank[lo:hi].reshape(leaves[i].shape)
+    return treedef.unflatten(out)
+
+
+def _check_fractions(fraction) -> np.ndarray:
+    """``fraction`` as a float64 array of ndim <= 1 in [0, 1], or ``ValueError``."""
+    try:
+        f = np.asarray(fraction, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}") from None
+    if f.ndim > 1:
+        raise ValueError(f"fraction must be a scalar or 1-D array, got shape {f.shape}")
+    if not np.all(np.isfinite(f)) or np.any((f < 0) | (f > 1)):
+        raise ValueError(f"fraction must be finite and in [0, 1], got {fraction!r}")
+    return f
+
+
+def prune_counts(fraction, n: int) -> np.ndarray:
+    """Entries to prune of ``n``: ``floor(fraction * n + 0.5)`` (elementwise)."""
+    return np.floor(_check_fractions(fraction) * n + 0.5).astype(np.int64)
+
+
+def _leaf_counts(
+    scores: Params, fractions: np.ndarray, scope: str, include_biases: bool
+) -> tuple[list[np.ndarray], int, np.ndarray]:
+    """Per leaf, the ``k`` of its group at each level (0 for non-prunable leaves); also the
+    number ``n`` of prunable entries and the number pruned at each level."""
+    groups = _leaf_groups(scores, scope, include_biases)
+    leaves = jax.tree.leaves(scores)
+    sizes = _group_sizes(leaves, groups)
+    ks = {g: prune_counts(fractions, n) for g, n in sizes.items()}
+    per_leaf = [ks[g] if g is not None else np.zeros_like(fractions, np.int64) for g in groups]
+    return per_leaf, sum(sizes.values()), sum(ks.values())
+
+
+def masks(
+    scores: Params, fraction, *, scope: str = "global", include_biases: bool = False
+) -> Params:
+    """Boolean masks like ``scores`` (True = kept) pruning ``fraction`` of each group.
+
+    ``fraction`` may be a 1-D array of levels: each mask then has a leading ``[levels]`` axis.
+    """
+    fractions = _check_fractions(fraction)
+    r = ranks(scores, scope=scope, include_biases=include_biases)
+    per_leaf, _, _ = _leaf_counts(scores, fractions, scope, include_biases)
+    leaves, treedef = jax.tree.flatten(r)
+    out = []
+    for rank, k in zip(leaves, per_leaf, strict=True):
+        k = np.reshape(k, k.shape + (1,) * rank.ndim)
+        out.append(rank >= k)
+    return treedef.unflatten(out)
+
+
+def apply_masks(params: Params, masks: Params) -> Params:
+    """``params`` with the entries whose mask is False set to zero."""
+    layer_sizes(params)
+    check_like(params, masks, "masks")
+    return jax.tree.map(lambda p, m: jnp.where(jnp.asarray(m, bool), p, 0), params, masks)
+
+
+def _level_metrics(params, rank, k, x, y, activation):
+    masked = jax.tree.map(lambda p, r, kk: jnp.where(r >= kk, p, 0), params, rank, k)
+    logits = apply_mlp(masked, x, activation=activation)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return (logits.argmax(-1) == y).mean(), ce
+
+
+@jax.jit(static_argnames=("activation", "level_batch"))
+def _evaluate_levels(params, rank, k, x, y, activation: str, level_batch: int):
+    """Accuracy and loss at each level; ``k`` has leaves ``[levels]``; levels vmapped in chunks."""
+    return jax.lax.map(
+        lambda kk: _level_metrics(params, rank, kk, x, y, activation), k, batch_size=level_batch
+    )
+
+
+def sweep(
+    params: Params,
+    scores: Params,
+    fractions,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    scope: str = "global",
+    include_biases: bool = False,
+    activation: str = "relu",
+    level_batch: int | None = None,
+) -> pd.DataFrame:
+    """One-shot pruning at each of ``fractions`` (no retraining), evaluated on ``(x, y)``.
+
+    Ranks once, builds every level's masks inside one jitted function and evaluates the levels
+    with ``vmap`` in chunks of ``level_batch`` (default: as many as fit in about 256 MB of
+    activations). Returns one row per level: ``fraction`` (requested), ``pruned_fraction``
+    (``n_pruned`` / prunable entries), ``n_pruned``, ``accuracy``, ``loss`` (mean cross-entropy).
+    """
+    sizes = layer_sizes(params)
+    check_like(params, scores, "scores")
+    activation_fn(activation)
+    fractions = np.atleast_1d(_check_fractions(fractions))
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
+    r = ranks(scores, scope=scope, include_biases=include_biases)
+    per_leaf, n, n_pruned = _leaf_counts(scores, fractions, scope, include_biases)
+    k = jax.tree.unflatten(jax.tree.structure(r), [jnp.asarray(a, jnp.int32) for a in per_leaf])
+    if level_batch is None:
+        per_level = 4 * len(x) * max(sizes[1:])
+        level_batch = max(1, _ACTIVATION_BYTES // per_level)
+    level_batch = int(min(level_batch, len(fractions)))
+    params = jax.tree.map(jnp.asarray, params)
+    acc, ce = _evaluate_levels(
+        params, r, k, jnp.asarray(x), jnp.asarray(y), activation, level_batch
+    )
+    return pd.DataFrame(
+        {
+            "fraction": fractions,
+            "pruned_fraction": n_pruned / n,
+            "n_pruned": n_pruned,
+            "accuracy": np.asarray(acc, np.float64),
+            "loss": np.asarray(ce, np.float64),
+        }
+    )
+
+
+def layer_sparsity(masks_or_params: Params) -> pd.DataFrame:
+    """Per layer and tensor: ``size``, ``n_pruned`` and ``fraction_pruned``.
+
+    Boolean leaves are read as masks (False = pruned); other leaves as parameters (0 = pruned).
+    """
+    layer_sizes(masks_or_params)
+    rows = []
+    for i, layer in enumerate(masks_or_params):
+        for tensor in ("kernel", "bias"):
+            a = np.asarray(layer[tensor])
+            pruned = int((~a).sum() if a.dtype == bool else (a == 0).sum())
+            rows.append(
+                {
+                    "layer": i,
+                    "tensor": tensor,
+                    "size": a.size,
+                    "n_pruned": pruned,
+                    "fraction_pruned": pruned / a.size,
+                }
+            )
+    return pd.DataFrame(rows)

@@ -1,0 +1,192 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from obd import model, prune
+from obd.saliency import saliency
+
+
+def _tree(k0, b0, k1, b1):
+    return [
+        {"kernel": np.asarray(k0, np.float32), "bias": np.asarray(b0, np.float32)},
+        {"kernel": np.asarray(k1, np.float32), "bias": np.asarray(b1, np.float32)},
+    ]
+
+
+@pytest.fixture
+def scores():
+    """Layers 2-2-3: kernels of 4 and 6 entries, biases of 2 and 3, all scores distinct."""
+    return _tree([[5, 1], [7, 3]], [0.5, 9], [[2, 8, 6], [0.25, 4, 10]], [-1, 11, 12])
+
+
+def _pruned_values(scores, m, tensors=("kernel", "bias")):
+    """The scores of the pruned entries, per layer, as sorted lists."""
+    return [
+        sorted(float(v) for t in tensors for v in np.asarray(s[t])[~np.asarray(mm[t])])
+        for s, mm in zip(scores, m, strict=True)
+    ]
+
+
+def test_global_prunes_smallest_across_layers(scores):
+    m = prune.masks(scores, 0.3)  # n = 10 kernel entries, k = 3
+    assert _pruned_values(scores, m) == [[1.0], [0.25, 2.0]]
+    assert all(lay["bias"].all() for lay in m)
+    # k = floor(0.25 * 10 + 0.5) = 3 (round half up)
+    assert sum(map(len, _pruned_values(scores, prune.masks(scores, 0.25)))) == 3
+
+
+def test_layerwise_prunes_per_layer(scores):
+    m = prune.masks(scores, 0.5, scope="layerwise")  # k = 2 of 4 and 3 of 6
+    assert _pruned_values(scores, m) == [[1.0, 3.0], [0.25, 2.0, 4.0]]
+    m = prune.masks(scores, 0.25, scope="layerwise")  # k = 1 of 4 and floor(2.0) = 2 of 6
+    assert _pruned_values(scores, m) == [[1.0], [0.25, 2.0]]
+
+
+def test_include_biases(scores):
+    m = prune.masks(scores, 0.25, include_biases=True)  # n = 15, k = floor(4.25) = 4
+    assert _pruned_values(scores, m) == [[0.5, 1.0], [-1.0, 0.25]]
+    m = prune.masks(scores, 0.5, scope="layerwise", include_biases=True)  # 3 of 6, 5 of 9
+    assert _pruned_values(scores, m) == [[0.5, 1.0, 3.0], [-1.0, 0.25, 2.0, 4.0, 6.0]]
+
+
+def test_fraction_zero_and_one(scores):
+    for scope in ("global", "layerwise"):
+        assert all(a.all() for a in jax.tree.leaves(prune.masks(scores, 0.0, scope=scope)))
+        m = prune.masks(scores, 1.0, scope=scope)
+        assert not any(lay["kernel"].any() for lay in m) and all(lay["bias"].all() for lay in m)
+        m = prune.masks(scores, 1, scope=scope, include_biases=True)
+        assert not any(a.any() for a in jax.tree.leaves(m))
+
+
+def test_ties_broken_by_flattened_position():
+    ones = _tree(np.ones((2, 2)), np.ones(2), np.ones((2, 3)), np.ones(3))
+    m = prune.masks(ones, 0.3)  # 3 of 10: the first three of layer 0's kernel, row-major
+    np.testing.assert_array_equal(m[0]["kernel"], [[False, False], [False, True]])
+    assert m[1]["kernel"].all()
+    m = prune.masks(ones, 0.5, scope="layerwise")  # 2 of 4, 3 of 6
+    np.testing.assert_array_equal(m[0]["kernel"], [[False, False], [True, True]])
+    np.testing.assert_array_equal(m[1]["kernel"], [[False, False, False], [True, True, True]])
+    # with biases, jax.tree.leaves order puts each layer's bias before its kernel
+    m = prune.masks(ones, 3 / 15, include_biases=True)
+    np.testing.assert_array_equal(m[0]["bias"], [False, False])
+    np.testing.assert_array_equal(m[0]["kernel"], [[False, True], [True, True]])
+    first, again = prune.masks(ones, 0.3), prune.masks(ones, 0.3)
+    for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_ranks_are_permutations_within_groups(scores):
+    r = prune.ranks(scores, scope="layerwise")
+    assert sorted(r[0]["kernel"].ravel()) == [0, 1, 2, 3]
+    assert sorted(r[1]["kernel"].ravel()) == [0, 1, 2, 3, 4, 5]
+    assert (r[0]["bias"] == prune.UNRANKED).all()
+    r = prune.ranks(scores, include_biases=True)
+    assert sorted(np.concatenate([a.ravel() for a in jax.tree.leaves(r)])) == list(range(15))
+
+
+def test_array_of_fractions_stacks_masks(scores):
+    fractions = [0.0, 0.25, 0.5, 1.0]
+    for scope in ("global", "layerwise"):
+        stacked = prune.masks(scores, fractions, scope=scope, include_biases=True)
+        for i, f in enumerate(fractions):
+            single = prune.masks(scores, f, scope=scope, include_biases=True)
+            for a, b in zip(jax.tree.leaves(stacked), jax.tree.leaves(single), strict=True):
+                np.testing.assert_array_equal(a[i], b)
+
+
+def test_apply_masks_zeroes_pruned_entries(scores):
+    params = _tree(np.full((2, 2), 2.0), [3, 3], np.full((2, 3), 4.0), [5, 5, 5])
+    m = prune.masks(scores, 0.3)
+    pruned = prune.apply_masks(params, m)
+    leaves = zip(jax.tree.leaves(params), jax.tree.leaves(pruned), jax.tree.leaves(m), strict=True)
+    for p, q, mm in leaves:
+        np.testing.assert_array_equal(q, np.where(mm, p, 0))
+    sp = prune.layer_sparsity(pruned)
+    np.testing.assert_array_equal(sp["n_pruned"], [1, 0, 2, 0])
+    np.testing.assert_array_equal(sp["size"], [4, 2, 6, 3])
+    np.testing.assert_allclose(sp["fraction_pruned"], [0.25, 0, 1 / 3, 0])
+    assert sp.equals(prune.layer_sparsity(m))
+    assert list(sp["tensor"]) == ["kernel", "bias"] * 2 and list(sp["layer"]) == [0, 0, 1, 1]
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.1, float("nan"), float("inf"), "half", [[0.5]], [0.2, 2]])
+def test_bad_fraction_raises(scores, bad):
+    with pytest.raises(ValueError, match="fraction"):
+        prune.masks(scores, bad)
+
+
+def test_bad_inputs_raise(scores):
+    with pytest.raises(ValueError, match="accepted: global, layerwise"):
+        prune.masks(scores, 0.5, scope="neuron")
+    nan = jax.tree.map(lambda a: a.copy(), scores)
+    nan[0]["kernel"][0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        prune.masks(nan, 0.5)
+    params = _tree(np.ones((2, 2)), np.ones(2), np.ones((2, 3)), np.ones(3))
+    short = _tree(np.ones((2, 2)), np.ones(2), np.ones((2, 1)), np.ones(1))
+    x, y = np.ones((4, 2), np.float32), np.zeros(4, np.int32)
+    with pytest.raises(ValueError, match="shape"):
+        prune.sweep(params, short, [0.5], x, y)
+    with pytest.raises(ValueError, match="structure"):
+        prune.apply_masks(params, prune.masks(scores, 0.5)[:1])
+    with pytest.raises(ValueError, match="examples"):
+        prune.sweep(params, scores, [0.5], x, y[:3])
+
+
+@pytest.fixture
+def net(toy_data):
+    x, y, _, _ = toy_data
+    params = model.init_mlp(jax.random.key(0), (20, 8, 6, 3))
+    rng = np.random.default_rng(1)
+    params = [
+        {**lay, "bias": jnp.asarray(rng.normal(size=lay["bias"].shape), jnp.float32)}
+        for lay in params
+    ]
+    return params, x, y
+
+
+FRACTIONS = [0.0, 0.1, 0.37, 0.5, 0.25, 0.9, 0.999, 1.0]
+
+
+@pytest.mark.parametrize("include_biases", [False, True])
+@pytest.mark.parametrize("scope", ["global", "layerwise"])
+def test_sweep_matches_direct_evaluation(net, scope, include_biases):
+    params, x, y = net
+    scores = saliency("magnitude", params)
+    df = prune.sweep(
+        params, scores, FRACTIONS, x, y, scope=scope, include_biases=include_biases, level_batch=3
+    )
+    assert list(df.columns) == ["fraction", "pruned_fraction", "n_pruned", "accuracy", "loss"]
+    np.testing.assert_array_equal(df["fraction"], FRACTIONS)
+    n = sum(lay["kernel"].size + include_biases * lay["bias"].size for lay in params)
+    for row in df.itertuples():
+        m = prune.masks(scores, row.fraction, scope=scope, include_biases=include_biases)
+        pruned = prune.apply_masks(params, m)
+        assert row.n_pruned == sum(int((~a).sum()) for a in jax.tree.leaves(m))
+        assert row.pruned_fraction == row.n_pruned / n
+        np.testing.assert_allclose(row.accuracy, model.accuracy(pruned, x, y), atol=1e-6)
+        np.testing.assert_allclose(row.loss, model.loss(pruned, x, y), rtol=1e-5)
+    assert df["n_pruned"].iloc[-1] == n and df["n_pruned"].iloc[0] == 0
+    # the default chunking gives the same numbers
+    df2 = prune.sweep(params, scores, FRACTIONS, x, y, scope=scope, include_biases=include_biases)
+    np.testing.assert_allclose(df2[["accuracy", "loss"]], df[["accuracy", "loss"]], rtol=1e-6)
+
+
+def test_sweep_endpoints(net):
+    params, x, y = net
+    scores = saliency("random", params, key=jax.random.key(0))
+    df = prune.sweep(params, scores, [0.0, 1.0], x, y)
+    np.testing.assert_allclose(df["accuracy"][0], model.accuracy(params, x, y), atol=1e-6)
+    np.testing.assert_allclose(df["loss"][0], model.loss(params, x, y), rtol=1e-5)
+    # all kernels zero: the logits are the last bias whatever the input
+    b = np.asarray(params[-1]["bias"])
+    const_logits = np.broadcast_to(b, (len(y), b.size))
+    np.testing.assert_allclose(df["accuracy"][1], np.mean(y == b.argmax()), atol=1e-6)
+    want = optax.softmax_cross_entropy_with_integer_labels(const_logits, y).mean()
+    np.testing.assert_allclose(df["loss"][1], want, rtol=1e-5)
+    # biases pruned too: zero logits, loss log(3), argmax 0 everywhere
+    df = prune.sweep(params, scores, 1.0, x, y, include_biases=True)
+    np.testing.assert_allclose(df["loss"][0], np.log(3), rtol=1e-6)
+    np.testing.assert_allclose(df["accuracy"][0], np.mean(y == 0), atol=1e-6)
