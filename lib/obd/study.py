@@ -42,6 +42,8 @@ FAMILY_LABELS = {
     "obd_layerwise": "OBD, layer-wise",
     "obd_global": "OBD, all layers",
     "obd_global_dropout": "OBD, all layers, dropout model",
+    "random_global": "random, all layers",
+    "random_global_dropout": "random, all layers, dropout model",
 }
 RESULT_COLUMNS = [
     "variant", "saliency", "scope", "model", "include_biases", "seed",
@@ -83,6 +85,8 @@ class Variant:
     def label(self) -> str:
         """Human-readable legend label."""
         base = FAMILY_LABELS.get(self.family, self.family.replace("_", ", "))
+        if self.saliency == "random":
+            return f"{base} (baseline)"
         flavour = "as published" if self.as_published else "corrected"
         return f"{base} ({flavour})"
 
