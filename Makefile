@@ -105,7 +105,27 @@ $(REPORTS)/compare.html: $(COMPARE_DEPS) $(PRUNE_REPORTS) | $(STAMP)
 	$(RUN) notebooks/compare.ipynb $(REPORTS)/compare -p results_dir $(abspath $(RESULTS)) \
 	  -p figures_dir $(abspath $(FIGURES))
 
-STUDY_REPORTS := $(REPORTS)/compare.html
+# Analyses beyond the blog, on the seed-0 models
+ANALYSIS_DEPS := lib/obd/taylor.py lib/obd/curvature.py lib/obd/hessian.py lib/obd/saliency.py \
+  lib/obd/prune.py lib/obd/model.py lib/obd/data.py lib/obd/plots.py lib/obd/params.py
+SEED0 := $(REPORTS)/train-plain-seed$(firstword $(SEEDS)).html $(REPORTS)/train-dropout-seed$(firstword $(SEEDS)).html
+model0 = $(abspath $(RESULTS))/models/$(1)-seed$(firstword $(SEEDS)).npz
+ifeq ($(QUICK),1)
+ASSUMPTIONS_ARGS ?= -p hessian_examples 5000 -p fractions "[0, 0.1, 0.3, 0.5, 0.7, 0.9]"
+CURVATURE_ARGS ?= -p hessian_examples 5000 -p hutchinson_probes "[1, 10]" -p adam_steps 200 \
+  -p fractions "[0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1]"
+endif
+
+$(REPORTS)/assumptions.html: notebooks/assumptions.ipynb $(ANALYSIS_DEPS) $(SEED0) | $(STAMP)
+	$(RUN) notebooks/assumptions.ipynb $(REPORTS)/assumptions -p model_plain $(call model0,plain) \
+	  -p model_dropout $(call model0,dropout) -p figures_dir $(abspath $(FIGURES)) \
+	  -p out $(abspath $(RESULTS))/assumptions.csv $(ASSUMPTIONS_ARGS)
+
+$(REPORTS)/curvature.html: notebooks/curvature.ipynb $(ANALYSIS_DEPS) lib/obd/train.py lib/obd/study.py $(SEED0) | $(STAMP)
+	$(RUN) notebooks/curvature.ipynb $(REPORTS)/curvature -p model $(call model0,plain) \
+	  -p figures_dir $(abspath $(FIGURES)) -p out $(abspath $(RESULTS))/curvature.csv $(CURVATURE_ARGS)
+
+STUDY_REPORTS := $(REPORTS)/compare.html $(REPORTS)/assumptions.html $(REPORTS)/curvature.html
 
 $(REPORTS)/index.html: $(STUDY_REPORTS) lib/obd/report.py | $(STAMP)
 	$(PY) -m obd.report --reports $(REPORTS) --figures $(FIGURES) --results $(RESULTS)
