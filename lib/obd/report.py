@@ -61,7 +61,7 @@ def build_index(reports: Path, figures: Path, results: Path) -> str:
             }
         )
         parts += ["<h2>Summary</h2>", table.to_html(index=False, border=0)]
-    pngs = sorted(figures.glob("*.png"))
+    pngs = sorted(figures.glob("fig*.png"))
     if pngs:
         parts.append("<h2>Figures</h2>")
     for png in pngs:
