@@ -101,6 +101,22 @@ endef
 $(foreach v,$(VARIANTS),$(eval $(call prune_rule,$(v),$(word 1,$(subst -, ,$(v))),$(word 2,$(subst -, ,$(v))),$(word 3,$(subst -, ,$(v))))))
 PRUNE_REPORTS := $(VARIANTS:%=$(REPORTS)/prune-%.html)
 
+# prune-obs-layerwise-<model>: layer-wise Optimal Brain Surgeon, written as one more sweep
+OBS_DEPS := notebooks/obs.ipynb lib/obd/obs.py lib/obd/hessian.py lib/obd/saliency.py \
+  lib/obd/prune.py lib/obd/model.py lib/obd/data.py lib/obd/study.py
+ifeq ($(QUICK),1)
+OBS_ARGS ?= -p calibration_examples 2000 \
+  -p fractions "[0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1]"
+RETRAIN_ARGS ?= -p retrain_steps 500 -p hessian_examples 5000 -p oneshot_retrain false
+endif
+define obs_rule
+$(REPORTS)/prune-obs-layerwise-$(1).html: $(OBS_DEPS) $(foreach s,$(SEEDS),$(REPORTS)/train-$(1)-seed$(s).html) | $(STAMP)
+	$(RUN) notebooks/obs.ipynb $(REPORTS)/prune-obs-layerwise-$(1) -p model "$(call model_paths,$(1))" \
+	  -p out $(abspath $(RESULTS))/sweeps/obs-layerwise-$(1).csv $(OBS_ARGS)
+endef
+$(foreach m,plain dropout,$(eval $(call obs_rule,$(m))))
+PRUNE_REPORTS += $(REPORTS)/prune-obs-layerwise-plain.html $(REPORTS)/prune-obs-layerwise-dropout.html
+
 $(REPORTS)/compare.html: $(COMPARE_DEPS) $(PRUNE_REPORTS) | $(STAMP)
 	$(RUN) notebooks/compare.ipynb $(REPORTS)/compare -p results_dir $(abspath $(RESULTS)) \
 	  -p figures_dir $(abspath $(FIGURES))
@@ -125,7 +141,13 @@ $(REPORTS)/curvature.html: notebooks/curvature.ipynb $(ANALYSIS_DEPS) lib/obd/tr
 	$(RUN) notebooks/curvature.ipynb $(REPORTS)/curvature -p model $(call model0,plain) \
 	  -p figures_dir $(abspath $(FIGURES)) -p out $(abspath $(RESULTS))/curvature.csv $(CURVATURE_ARGS)
 
-STUDY_REPORTS := $(REPORTS)/compare.html $(REPORTS)/assumptions.html $(REPORTS)/curvature.html
+$(REPORTS)/retrain.html: notebooks/retrain.ipynb lib/obd/retrain.py lib/obd/hessian.py \
+  lib/obd/saliency.py lib/obd/prune.py lib/obd/train.py lib/obd/plots.py $(SEED0) | $(STAMP)
+	$(RUN) notebooks/retrain.ipynb $(REPORTS)/retrain -p model "[$(call model0,plain)]" \
+	  -p out $(abspath $(RESULTS))/retrain.csv -p figures_dir $(abspath $(FIGURES)) $(RETRAIN_ARGS)
+
+STUDY_REPORTS := $(REPORTS)/compare.html $(REPORTS)/assumptions.html $(REPORTS)/curvature.html \
+  $(REPORTS)/retrain.html
 
 $(REPORTS)/index.html: $(STUDY_REPORTS) lib/obd/report.py | $(STAMP)
 	$(PY) -m obd.report --reports $(REPORTS) --figures $(FIGURES) --results $(RESULTS)
@@ -138,3 +160,14 @@ study: $(REPORTS)/index.html
 reproduce: data  ## Run every variant and render figures/ and reports/ (QUICK=1: tiny, into quick/).
 	@$(MAKE) --no-print-directory -j$(JOBS) study QUICK=$(QUICK)
 	@echo "Open $(REPORTS)/index.html"
+
+# ---------------------------------------------------------------------------------------------
+# Benchmarks (bench/README.md): what the study costs and how it grows. Writes bench/results.csv,
+# bench/results.md and figures/bench_*.{png,svg}; BENCH_QUICK=1 is a < 1 minute smoke run into
+# quick/bench and quick/figures. Notebook times are read from logs/reproduce*.log when present
+# (`mkdir -p logs && make reproduce 2>&1 | tee logs/reproduce.log`).
+BENCH_QUICK ?= 0
+BENCH_ARGS := $(if $(filter 1,$(BENCH_QUICK)),--quick --out quick/bench --figures quick/figures,--out bench --figures figures)
+.PHONY: bench
+bench: $(STAMP)  ## Time the Hessian diagonal, its growth and the pipeline (BENCH_QUICK=1: smoke run).
+	$(PY) bench/run.py $(BENCH_ARGS)

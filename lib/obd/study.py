@@ -42,6 +42,8 @@ FAMILY_LABELS = {
     "obd_layerwise": "OBD, layer-wise",
     "obd_global": "OBD, all layers",
     "obd_global_dropout": "OBD, all layers, dropout model",
+    "obs_layerwise": "OBS, layer-wise",
+    "obs_layerwise_dropout": "OBS, layer-wise, dropout model",
     "random_global": "random, all layers",
     "random_global_dropout": "random, all layers, dropout model",
 }
@@ -87,6 +89,8 @@ class Variant:
         base = FAMILY_LABELS.get(self.family, self.family.replace("_", ", "))
         if self.saliency == "random":
             return f"{base} (baseline)"
+        if self.saliency == "obs":
+            return f"{base} (with weight update)"
         flavour = "as published" if self.as_published else "corrected"
         return f"{base} ({flavour})"
 

@@ -1,0 +1,135 @@
+"""Retraining with a fixed mask and iterative pruning (obd.retrain)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from obd import retrain
+from obd.model import init_mlp, loss
+from obd.prune import apply_masks, masks, prune_counts
+from obd.saliency import saliency
+
+SIZES = (20, 16, 16, 3)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small MLP trained on the toy problem (the module's copy of conftest's toy_data)."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(20, 3))
+    x = rng.uniform(size=(600, 20)).astype(np.float32)
+    y = ((x - 0.5) @ w).argmax(-1).astype(np.int32)
+    data = x[:500], y[:500], x[500:], y[500:]
+    params = init_mlp(jax.random.key(0), SIZES)
+    everything = jax.tree.map(lambda p: np.ones(p.shape, bool), params)
+    params = retrain.retrain_masked(params, everything, data[0], data[1], steps=3000,
+                                    learning_rate=3e-3, loss_reduction="mean")  # fmt: skip
+    return params, data
+
+
+def _random_masks(params, fraction, seed=0):
+    scores = saliency("random", params, key=seed)
+    return masks(scores, fraction, scope="layerwise", include_biases=True)
+
+
+def test_pruned_weights_stay_exactly_zero_and_the_rest_trains(trained):
+    params, (x, y, _, _) = trained
+    keep = _random_masks(params, 0.6)
+    out = retrain.retrain_masked(params, keep, x, y, steps=300, learning_rate=1e-3,
+                                 chunk_steps=128)  # fmt: skip
+    changed, kept = 0, 0
+    for p, q, k in zip(jax.tree.leaves(params), jax.tree.leaves(out), jax.tree.leaves(keep),
+                       strict=True):  # fmt: skip
+        q, k = np.asarray(q), np.asarray(k)
+        assert np.all(q[~k] == 0.0)  # exactly zero, the biases pruned here too
+        changed += int((q[k] != np.asarray(p)[k]).sum())
+        kept += int(k.sum())
+    assert changed > 0.6 * kept  # the survivors did train (dead units' weights do not)
+
+
+def test_masked_dropout_retraining_keeps_zeros(trained):
+    params, (x, y, _, _) = trained
+    keep = _random_masks(params, 0.5, seed=3)
+    out = retrain.retrain_masked(params, keep, x, y, steps=50, dropout_rate=0.3)
+    for q, k in zip(jax.tree.leaves(out), jax.tree.leaves(keep), strict=True):
+        assert np.all(np.asarray(q)[~np.asarray(k)] == 0.0)
+
+
+def test_retraining_after_pruning_recovers_loss(trained):
+    params, (x, y, _, _) = trained
+    base = float(loss(params, x, y))
+    keep = masks(saliency("magnitude", params), 0.8, scope="global")
+    pruned = apply_masks(params, keep)
+    hurt = float(loss(pruned, x, y))
+    assert hurt > base + 0.05  # pruning 80% does hurt
+    out, train_loss = retrain.retrain_masked(pruned, keep, x, y, steps=1000, learning_rate=3e-3,
+                                             loss_reduction="mean", return_loss=True)  # fmt: skip
+    healed = float(loss(out, x, y))
+    assert healed < hurt - 0.5 * (hurt - base)
+    assert 0 < train_loss < hurt
+
+
+def test_retraining_is_deterministic(trained):
+    params, (x, y, _, _) = trained
+    keep = _random_masks(params, 0.3)
+    a = retrain.retrain_masked(params, keep, x, y, steps=40, seed=5)
+    b = retrain.retrain_masked(params, keep, x, y, steps=40, seed=5)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(u, v)
+    same = retrain.retrain_masked(params, keep, x, y, steps=0)
+    np.testing.assert_array_equal(same[0]["kernel"], apply_masks(params, keep)[0]["kernel"])
+
+
+@pytest.mark.parametrize("kind", retrain.SALIENCIES)
+def test_iterative_prune_follows_the_schedule_with_nested_masks(trained, kind):
+    params, data = trained
+    schedule = [0.5, 0.75, 0.9]
+    df, out = retrain.iterative_prune(params, *data, saliency=kind, schedule=schedule,
+                                      retrain_steps=200, learning_rate=1e-3,
+                                      return_params=True)  # fmt: skip
+    n = sum(layer["kernel"].size for layer in params)
+    assert list(df["round"]) == [0, 1, 2, 3]
+    assert list(df["fraction"]) == [0.0, *schedule]
+    assert list(df["n_pruned"]) == [0, *(int(prune_counts(f, n)) for f in schedule)]
+    assert np.allclose(df["pruned_fraction"], df["n_pruned"] / n)
+    assert df[["accuracy", "accuracy_pruned"]].stack().between(0, 1).all()
+    assert df.loc[0, "accuracy"] == df.loc[0, "accuracy_pruned"]
+    zeros = sum(int((np.asarray(layer["kernel"]) == 0).sum()) for layer in out)
+    assert zeros == df["n_pruned"].iloc[-1]
+    # retraining helps at the last, sparsest level
+    assert df["accuracy"].iloc[-1] >= df["accuracy_pruned"].iloc[-1]
+
+
+def test_schedules():
+    np.testing.assert_allclose(retrain.halving_schedule(5), [0.5, 0.75, 0.875, 0.9375, 0.96875])
+    assert retrain.halving_schedule(5)[-1] >= 0.95
+    np.testing.assert_array_equal(retrain.check_schedule([0.2, 0.5, 1.0]), [0.2, 0.5, 1.0])
+    for bad in ([], [0.5, 0.5], [0.6, 0.4], [0.0, 0.5], [0.5, 1.2], [[0.1, 0.2]], "abc",
+                [np.nan]):  # fmt: skip
+        with pytest.raises(ValueError, match="schedule"):
+            retrain.check_schedule(bad)
+    with pytest.raises(ValueError, match="rounds"):
+        retrain.halving_schedule(0)
+
+
+def test_bad_input_raises_value_error(trained):
+    params, (x, y, xt, yt) = trained
+    keep = jax.tree.map(lambda p: np.ones(p.shape, bool), params)
+    with pytest.raises(ValueError, match="schedule"):
+        retrain.iterative_prune(params, x, y, xt, yt, schedule=[0.9, 0.5])
+    with pytest.raises(ValueError, match="saliency"):
+        retrain.iterative_prune(params, x, y, xt, yt, saliency="obs")
+    with pytest.raises(ValueError, match="retrain_steps"):
+        retrain.iterative_prune(params, x, y, xt, yt, retrain_steps=-1)
+    with pytest.raises(ValueError, match="steps"):
+        retrain.retrain_masked(params, keep, x, y, steps=1.5)
+    with pytest.raises(ValueError, match="masks"):
+        retrain.retrain_masked(params, keep[:1], x, y, steps=1)
+    with pytest.raises(ValueError, match="x must be"):
+        retrain.retrain_masked(params, keep, x[:, :3], y, steps=1)
+    with pytest.raises(ValueError, match="learning_rate"):
+        retrain.retrain_masked(params, keep, x, y, steps=1, learning_rate=0.0)
+    assert jnp.isfinite(loss(params, x, y))
