@@ -41,7 +41,7 @@ import optax
 import pandas as pd
 
 from obd.model import Params, activation_fn, layer_sizes
-from obd.prune import prune_counts
+from obd.prune import prune_counts, sweep_table
 
 ALLOCATIONS: tuple[str, ...] = ("layer", "unit")
 _LEVEL_BYTES = 2**28  # activations per chunk of levels in :func:`obs_sweep`
@@ -327,12 +327,4 @@ def obs_sweep(
         level_batch,
     )
     n = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-    return pd.DataFrame(
-        {
-            "fraction": fractions,
-            "pruned_fraction": n_pruned / n,
-            "n_pruned": n_pruned,
-            "accuracy": np.asarray(acc, np.float64),
-            "loss": np.asarray(ce, np.float64),
-        }
-    )
+    return sweep_table(fractions, n_pruned, n, acc, ce)

@@ -174,13 +174,19 @@ def sweep(
     acc, ce = _evaluate_levels(
         params, r, k, jnp.asarray(x), jnp.asarray(y), activation, level_batch
     )
+    return sweep_table(fractions, n_pruned, n, acc, ce)
+
+
+def sweep_table(fractions, n_pruned, n: int, accuracy, loss) -> pd.DataFrame:
+    """The table a sweep returns: one row per level, ``n`` prunable entries in all."""
+    n_pruned = np.asarray(n_pruned)
     return pd.DataFrame(
         {
             "fraction": fractions,
             "pruned_fraction": n_pruned / n,
             "n_pruned": n_pruned,
-            "accuracy": np.asarray(acc, np.float64),
-            "loss": np.asarray(ce, np.float64),
+            "accuracy": np.asarray(accuracy, np.float64),
+            "loss": np.asarray(loss, np.float64),
         }
     )
 
