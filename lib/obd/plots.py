@@ -51,7 +51,7 @@ def save_figure(fig: plt.Figure, directory: str | os.PathLike, name: str) -> lis
     paths = []
     for ext in ("png", "svg"):
         path = Path(directory) / f"{name}.{ext}"
-        with atomic_path(path) as tmp:
+        with atomic_path(path) as tmp, plt.rc_context({"svg.hashsalt": "obd"}):
             fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight",
                         metadata={"Date": None} if ext == "svg" else None)  # fmt: skip
         paths.append(path)
