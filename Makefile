@@ -71,7 +71,8 @@ VARIANTS := \
   seed_obd-layerwise-plain seed_obd-global-plain seed_obd-global-dropout \
   random-global-plain random-global-dropout
 
-RUN := $(PY) -m obd.runner
+# obd.outputs runs obd.runner and records what each notebook wrote (REPORT.outputs.json)
+RUN := $(PY) -m obd.outputs run
 comma := ,
 empty :=
 space := $(empty) $(empty)
@@ -119,7 +120,7 @@ PRUNE_REPORTS += $(REPORTS)/prune-obs-layerwise-plain.html $(REPORTS)/prune-obs-
 
 $(REPORTS)/compare.html: $(COMPARE_DEPS) $(PRUNE_REPORTS) | $(STAMP)
 	$(RUN) notebooks/compare.ipynb $(REPORTS)/compare -p results_dir $(abspath $(RESULTS)) \
-	  -p figures_dir $(abspath $(FIGURES))
+	  -p figures_dir $(abspath $(FIGURES)) -p out_dir $(abspath $(RESULTS))
 
 # Analyses beyond the blog, on the seed-0 models
 ANALYSIS_DEPS := lib/obd/taylor.py lib/obd/curvature.py lib/obd/hessian.py lib/obd/saliency.py \
@@ -158,6 +159,7 @@ data: $(STAMP)  ## Fetch MNIST (or find it under TFDS_DATA_DIR) and cache the de
 study: $(REPORTS)/index.html
 
 reproduce: data  ## Run every variant and render figures/ and reports/ (QUICK=1: tiny, into quick/).
+	@$(PY) -m obd.outputs check $(REPORTS)
 	@$(MAKE) --no-print-directory -j$(JOBS) study QUICK=$(QUICK)
 	@echo "Open $(REPORTS)/index.html"
 

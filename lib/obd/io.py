@@ -26,8 +26,20 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+        _log_write(path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+OUTPUT_LOG_ENV = "OBD_OUTPUT_LOG"
+
+
+def _log_write(path: Path) -> None:
+    """Append ``path`` to the file named by ``$OBD_OUTPUT_LOG``, if set (``obd.outputs``)."""
+    log = os.environ.get(OUTPUT_LOG_ENV)
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"{path.resolve()}\n")
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

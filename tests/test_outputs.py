@@ -1,0 +1,77 @@
+"""obd.outputs: a run records what it wrote; a changed or missing output un-marks the run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from obd import outputs
+from obd.io import write_text
+
+
+def _writer_notebook(tmp_path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("from obd.io import write_text", metadata={}),
+        nbformat.v4.new_code_cell("out = 'scratch.txt'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("write_text(out, 'made by the notebook')"),
+    ]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    path = tmp_path / "writer.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_run_records_outputs_and_check_unmarks_changed_ones(tmp_path):
+    nb = _writer_notebook(tmp_path)
+    target = tmp_path / "results" / "a.txt"
+    reports = tmp_path / "reports"
+    proc = subprocess.run(
+        [sys.executable, "-m", "obd.outputs", "run", str(nb), str(reports / "writer"),
+         "-p", "out", str(target), "--quiet"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((reports / "writer.outputs.json").read_text())["outputs"]
+    assert manifest == {"results/a.txt": outputs.sha256(target)}  # relative, own report excluded
+    html = reports / "writer.html"
+
+    check = [sys.executable, "-m", "obd.outputs", "check", str(reports)]
+    unchanged = subprocess.run(check, capture_output=True, text=True, cwd=tmp_path)
+    assert unchanged.returncode == 0 and unchanged.stdout == "" and html.is_file()
+
+    target.write_text("overwritten by hand")  # e.g. a notebook opened in JupyterLab
+    changed = subprocess.run(check, capture_output=True, text=True, cwd=tmp_path)
+    assert changed.returncode == 0
+    assert "writer.html will run again: results/a.txt changed" in changed.stdout
+    assert not html.exists()
+
+
+def test_check_flags_missing_outputs_and_missing_records(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out.csv"
+    write_text(out, "x\n1\n")
+    write_text(tmp_path / "r" / "a.html", "<html></html>")
+    outputs.write_manifest(tmp_path / "r" / "a", [out])
+    write_text(tmp_path / "r" / "b.html", "<html></html>")  # ran before records existed
+    assert outputs.check(tmp_path / "r", remove=False) == {
+        "b.html": ["no record of its outputs (b.outputs.json)"]
+    }
+    out.unlink()
+    stale = outputs.check(tmp_path / "r")
+    assert stale["a.html"] == ["out.csv is missing"]
+    assert not (tmp_path / "r" / "a.html").exists() and not (tmp_path / "r" / "b.html").exists()
+
+
+def test_stale_reasons_rejects_non_reports(tmp_path):
+    with pytest.raises(ValueError, match="report .html"):
+        outputs.stale_reasons(tmp_path / "a.ipynb")
