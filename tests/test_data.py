@@ -1,4 +1,6 @@
 import os
+import time
+import warnings
 
 import numpy as np
 import pytest
@@ -26,9 +28,16 @@ def test_load_mnist_shapes_dtypes_and_cache(tmp_path, monkeypatch):
     assert set(np.unique(y)) == set(range(10))
     cached = tmp_path / f"mnist-{data.VERSION}-test.npz"
     assert cached.is_file()
+    assert cached.stat().st_mode & 0o777 == 0o666 & ~_umask()  # readable by everyone
     x2, y2 = data.load_mnist("test")  # from the cache
     np.testing.assert_array_equal(x, x2)
     np.testing.assert_array_equal(y, y2)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @needs_mnist
@@ -42,16 +51,104 @@ def test_unknown_split():
         data.load_mnist("validation")
 
 
-def test_missing_data_gives_one_clear_error(tmp_path, monkeypatch):
+def test_failed_download_gives_one_clear_error_and_no_debris(tmp_path, monkeypatch):
     monkeypatch.setenv("OBD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "online", lambda timeout=data.PROBE_TIMEOUT: True)
+    root = tmp_path / "tfds"
 
-    def offline(*args, **kwargs):
+    def offline(*args, data_dir=None, **kwargs):
+        for sub in ("downloads/extracted", "mnist/3.0.1.incomplete"):  # what TFDS leaves
+            os.makedirs(os.path.join(data_dir, sub), exist_ok=True)
         raise ConnectionError("no network")
 
     import tensorflow_datasets as tfds
 
     monkeypatch.setattr(tfds, "load", offline)
     with pytest.raises(data.DataUnavailableError, match="set TFDS_DATA_DIR") as info:
-        data.load_mnist("train", data_dir=str(tmp_path / "empty"))
+        data.load_mnist("train", data_dir=str(root))
+    assert "ConnectionError: no network" in str(info.value)
     assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert not root.exists(), "the folders the failed download created are removed"
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_offline_fails_in_seconds_without_debris(tmp_path, monkeypatch):
+    """A real probe: no MNIST prepared and no route to the download host (OBD_OFFLINE=1 forces
+    it where the network is up) gives one error at once, and TFDS is never asked to download."""
+    monkeypatch.setenv("OBD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    monkeypatch.setenv("OBD_OFFLINE", "1")
+    t0 = time.perf_counter()
+    with pytest.raises(data.DataUnavailableError, match="offline: .* is unreachable") as info:
+        data.load_mnist("test")
+    assert time.perf_counter() - t0 < 10
+    assert info.value.__suppress_context__ and str(info.value).count("\n") == 0
+    assert not (tmp_path / "tfds").exists() and not (tmp_path / "cache").exists()
+
+
+def test_probe_is_quick_and_honest(monkeypatch):
+    monkeypatch.delenv("OBD_OFFLINE", raising=False)
+    monkeypatch.setattr(data, "DOWNLOAD_HOST", ("127.0.0.1", 9))  # discard port: refused
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    t0 = time.perf_counter()
+    assert data.online(timeout=2.0) is False
+    assert time.perf_counter() - t0 < 3
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert data._probe_target() == ("proxy.invalid", 3128)
+
+
+def _fake_split(n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(n, data.PIXELS)).astype(np.float32)
+    return x, (np.arange(n) % 10).astype(np.int32)
+
+
+def _write(path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["empty", "truncated", "bitflip", "garbage", "other_arrays", "wrong_count", "bad_labels"],
+)
+def test_damaged_cache_is_named_and_rebuilt(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("OBD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setitem(data.SIZES, "test", 50)
+    good = _fake_split(50)
+    calls = []
+
+    def from_tfds(split, data_dir):
+        calls.append(split)
+        return good
+
+    monkeypatch.setattr(data, "_from_tfds", from_tfds)
+    path = tmp_path / f"mnist-{data.VERSION}-test.npz"
+    np.savez(path, x=good[0], y=good[1])
+    raw = path.read_bytes()
+    if damage == "empty":
+        _write(path, b"")
+    elif damage == "truncated":
+        _write(path, raw[: len(raw) // 2])
+    elif damage == "bitflip":  # inside the array data: the zip CRC catches it
+        flipped = bytearray(raw)
+        flipped[len(raw) // 3] ^= 0x10
+        _write(path, bytes(flipped))
+    elif damage == "garbage":
+        _write(path, b"PK\x03\x04 not really a zip file" * 10)
+    elif damage == "other_arrays":
+        np.savez(path, x=np.zeros((5, 3), np.float32), y=np.zeros(5, np.int32))
+    elif damage == "wrong_count":
+        np.savez(path, x=good[0][:40], y=good[1][:40])
+    elif damage == "bad_labels":
+        np.savez(path, x=good[0], y=good[1] + 5)
+    with pytest.warns(UserWarning, match=f"MNIST cache {path}.*rebuilding"):
+        x, y = data.load_mnist("test")
+    assert calls == ["test"]
+    np.testing.assert_array_equal(x, good[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rebuilt: the next load is clean, from the cache
+        x2, _ = data.load_mnist("test")
+    assert calls == ["test"]
+    np.testing.assert_array_equal(x2, good[0])

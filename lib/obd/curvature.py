@@ -40,6 +40,7 @@ import pandas as pd
 from scipy import stats
 
 from obd import prune
+from obd.checks import check_examples
 from obd.model import Params, activation_fn, apply_mlp, layer_sizes
 from obd.saliency import check_like
 
@@ -60,8 +61,8 @@ def _as_key(key: Any) -> jax.Array:
 
 
 def check_data(params: Params, x: Any, y: Any | None = None) -> tuple[Params, jax.Array, Any]:
-    """Validate ``params``, ``x`` ``[N, in]`` and (when given) integer labels ``y`` ``[N]``;
-    return params in one floating dtype and ``x``, ``y`` as arrays."""
+    """Validate ``params``, ``x`` ``[N, in]`` (finite) and (when given) integer labels ``y``
+    ``[N]`` in ``[0, classes)``; return params in one floating dtype and ``x``, ``y`` as arrays."""
     sizes = layer_sizes(params)
     dtype = jnp.result_type(*jax.tree.leaves(params))
     if not jnp.issubdtype(dtype, jnp.floating):
@@ -76,6 +77,8 @@ def check_data(params: Params, x: Any, y: Any | None = None) -> tuple[Params, ja
             raise ValueError(
                 f"y must be integer labels of shape ({x.shape[0]},), got {y.dtype}{list(y.shape)}"
             )
+    # values: finite inputs, labels in [0, classes) (skipped inside a trace, e.g. under timed)
+    check_examples(x, y, num_classes=sizes[-1])
     return params, x, y
 
 

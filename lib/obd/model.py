@@ -163,7 +163,12 @@ def save_params(path: str | os.PathLike, params: Params, meta: dict[str, Any]) -
     arrays = {
         f"layer{i}/{k}": np.asarray(v) for i, layer in enumerate(params) for k, v in layer.items()
     }
-    arrays[_META_KEY] = np.array(json.dumps(meta, sort_keys=True))
+    if not isinstance(meta, dict):
+        raise ValueError(f"meta must be a dict, got {type(meta).__name__}")
+    try:
+        arrays[_META_KEY] = np.array(json.dumps(meta, sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"meta must be JSON-serialisable (finite numbers): {err}") from None
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
 
@@ -192,4 +197,16 @@ def load_params(path: str | os.PathLike) -> tuple[Params, dict[str, Any]]:
     except KeyError as err:
         raise ValueError(f"{str(path)!r} is missing entry {err}") from None
     layer_sizes(params)
-    return params, json.loads(str(files[_META_KEY]))
+    raw = files[_META_KEY]
+    try:
+        if raw.ndim != 0 or raw.dtype.kind not in "US":
+            raise ValueError(f"a {raw.dtype}{list(raw.shape)} array, not a string")
+        meta = json.loads(str(raw))
+        if not isinstance(meta, dict):
+            raise ValueError(f"a JSON {type(meta).__name__}, not an object")
+    except ValueError as err:  # json.JSONDecodeError is a ValueError
+        raise ValueError(
+            f"{str(path)!r} is not a checkpoint written by save_params: its {_META_KEY!r} entry "
+            f"is not a JSON object ({err})"
+        ) from None
+    return params, meta

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 
 def check_no_unknown(namespace: Mapping[str, Any], before: Iterable[str], accepted: Iterable[str]):
     """Raise ``ValueError`` for globals that appeared after ``before`` and are not ``accepted``.
@@ -29,12 +31,33 @@ def check_choice(name: str, value: Any, accepted: Iterable[Any]) -> Any:
 
 
 def check_number(
-    name: str, value: Any, *, lo: float | None = None, hi: float | None = None, integer=False
+    name: str,
+    value: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    integer: bool = False,
+    lo_open: bool = False,
+    hi_open: bool = False,
 ) -> Any:
-    """Return ``value`` if it is a number (an int when ``integer``) in ``[lo, hi]``."""
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ValueError(f"{name}={value!r} is outside the accepted range [{lo}, {hi}]")
+    """Return ``value`` if it is a number (an int when ``integer``) in ``[lo, hi]``.
+
+    ``lo_open``/``hi_open`` exclude the bound. Booleans, strings (``"10"``) and, when
+    ``integer``, floats (``2.5``, even ``3.0``) are refused with a ``ValueError`` that names the
+    parameter, the accepted type and the value's type. NumPy scalars are accepted and returned
+    as Python numbers.
+    """
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, bool | np.bool_) or not isinstance(value, kinds):
+        want = "an integer" if integer else "a number"
+        raise ValueError(f"{name} must be {want}, got {value!r} ({type(value).__name__})")
+    value = int(value) if isinstance(value, int | np.integer) else float(value)
+    if not integer and not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    below = lo is not None and (value <= lo if lo_open else value < lo)
+    above = hi is not None and (value >= hi if hi_open else value > hi)
+    if below or above:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        raise ValueError(f"{name}={value!r} is outside the accepted range {left}{lo}, {hi}{right}")
     return value

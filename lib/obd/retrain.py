@@ -25,8 +25,10 @@ import optax
 import pandas as pd
 from tqdm.auto import tqdm
 
+from obd.checks import check_converging, check_examples
 from obd.hessian import hessian_diag
 from obd.model import Params, activation_fn, apply_mlp, layer_sizes
+from obd.params import check_number
 from obd.prune import masks as prune_masks
 from obd.saliency import check_like, check_scope
 from obd.saliency import saliency as score_params
@@ -70,7 +72,8 @@ def _positive_int(name: str, value) -> int:
 )  # fmt: skip
 def _masked_chunk(params, opt_state, keep, x, y, idx, ts, drop_key,
                   learning_rate, activation, loss_reduction, dropout_rate):  # fmt: skip
-    """``len(idx)`` masked Adam steps; returns params, optimizer state, mean training loss."""
+    """``len(idx)`` masked Adam steps; returns params, optimizer state, mean training loss and
+    the index of the first step whose loss is not finite (0 when all are)."""
     opt = optax.adam(learning_rate)
 
     def batch_loss(p, xb, yb, key):
@@ -91,7 +94,7 @@ def _masked_chunk(params, opt_state, keep, x, y, idx, ts, drop_key,
         return (p, state), value / i.shape[0]
 
     (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (idx, ts))
-    return params, opt_state, losses.mean()
+    return params, opt_state, losses.mean(), jnp.argmin(jnp.isfinite(losses))
 
 
 def retrain_masked(
@@ -120,21 +123,19 @@ def retrain_masked(
     layer_sizes(params)
     check_like(params, masks, "masks")
     activation_fn(activation)
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    steps = check_number("steps", steps, lo=0, integer=True)
     batch_size = _positive_int("batch_size", batch_size)
     chunk_steps = _positive_int("chunk_steps", chunk_steps)
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
+    seed = check_number("seed", seed, lo=0, integer=True)
+    check_number("learning_rate", learning_rate, lo=0, lo_open=True)
+    check_number("dropout_rate", dropout_rate, lo=0, hi=1, hi_open=True)
     if loss_reduction not in REDUCTIONS:
         raise ValueError(f"loss_reduction {loss_reduction!r} unknown; accepted: {REDUCTIONS}")
+    sizes = layer_sizes(params)
     x, y = jnp.asarray(x), jnp.asarray(y)
-    if x.ndim != 2 or x.shape[1] != layer_sizes(params)[0] or y.shape != x.shape[:1]:
-        raise ValueError(
-            f"x must be [N, {layer_sizes(params)[0]}] and y [N]; got {x.shape}, {y.shape}"
-        )
+    if x.ndim != 2 or x.shape[1] != sizes[0] or y.shape != x.shape[:1]:
+        raise ValueError(f"x must be [N, {sizes[0]}] and y [N]; got {x.shape}, {y.shape}")
+    check_examples(x, y, num_classes=sizes[-1])
     keep = jax.tree.map(lambda m: jnp.asarray(m, bool), masks)
     params = jax.tree.map(lambda p, k: jnp.where(k, jnp.asarray(p), 0), params, keep)
     last_loss = float("nan")
@@ -145,10 +146,11 @@ def retrain_masked(
     opt_state = optax.adam(learning_rate).init(params)
     for start in range(0, steps, chunk_steps):
         stop = min(start + chunk_steps, steps)
-        params, opt_state, chunk_loss = _masked_chunk(
+        params, opt_state, chunk_loss, first_bad = _masked_chunk(
             params, opt_state, keep, x, y, idx[start:stop], jnp.arange(start, stop), k_drop,
             float(learning_rate), activation, loss_reduction, float(dropout_rate),
         )  # fmt: skip
+        check_converging(chunk_loss, first_bad, start)
         last_loss = chunk_loss
     last_loss = float(last_loss)
     return (params, last_loss) if return_loss else params
@@ -202,12 +204,23 @@ def iterative_prune(
         raise ValueError(f"unknown saliency {saliency!r}; accepted: {', '.join(SALIENCIES)}")
     check_scope(scope)
     schedule = halving_schedule() if schedule is None else check_schedule(schedule)
-    if isinstance(retrain_steps, bool) or not isinstance(retrain_steps, int) or retrain_steps < 0:
-        raise ValueError(f"retrain_steps must be an integer >= 0, got {retrain_steps!r}")
+    retrain_steps = check_number("retrain_steps", retrain_steps, lo=0, integer=True)
     if hessian_examples is not None:
         hessian_examples = _positive_int("hessian_examples", hessian_examples)
-    layer_sizes(params)
+    batch_size = _positive_int("batch_size", batch_size)
+    seed = check_number("seed", seed, lo=0, integer=True)
+    check_number("learning_rate", learning_rate, lo=0, lo_open=True)
+    check_number("dropout_rate", dropout_rate, lo=0, hi=1, hi_open=True)
+    activation_fn(activation)
+    sizes = layer_sizes(params)
     x_train, y_train = np.asarray(x_train), np.asarray(y_train)
+    x_test, y_test = np.asarray(x_test), np.asarray(y_test)
+    for xs, ys, which in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+        if xs.ndim != 2 or xs.shape[1] != sizes[0] or ys.shape != xs.shape[:1]:
+            raise ValueError(
+                f"x_{which} must be [N, {sizes[0]}] and y_{which} [N]; got {xs.shape}, {ys.shape}"
+            )
+        check_examples(xs, ys, num_classes=sizes[-1], name=f"x_{which}", label_name=f"y_{which}")
     x_h, y_h = (x_train, y_train) if hessian_examples is None else (
         x_train[:hessian_examples], y_train[:hessian_examples])  # fmt: skip
     x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)

@@ -1,17 +1,27 @@
 """Run a notebook with papermill and render it to HTML, atomically.
 
 ``python -m obd.runner NOTEBOOK REPORT -p name value ...`` executes ``NOTEBOOK`` with the given
-parameters (values parsed as YAML, so ``-p fractions "[0, 0.5]"`` is a list) and writes
-``REPORT.ipynb`` and ``REPORT.html``. Both appear only when the whole notebook succeeded, the HTML
-last, so a build system can treat the HTML as the mark of a finished run. On failure the executed
-copy is kept as ``REPORT.failed.ipynb`` and the failing cell's error is printed.
+parameters (values parsed as YAML, so ``-p fractions "[0, 0.5]"`` is a list, and ``1e-4`` is a
+number, as in YAML 1.2) and writes ``REPORT.ipynb`` and ``REPORT.html``. Both appear only when the
+whole notebook succeeded, the HTML last, so a build system can treat the HTML as the mark of a
+finished run. On failure the executed copy is kept as ``REPORT.failed.ipynb`` and the error is
+printed first, on one line, without the kernel's traceback (it is in the failed copy).
+
+Before a kernel starts, the parameters are checked against the notebook's ``parameters`` cell: an
+unknown name, or a value whose type does not match a numeric or boolean default (``steps=2.5``,
+``seed="1"``), is a ``ValueError`` naming the parameter. Path parameters given relative (``out``,
+``*_out``, ``model*``, ``*_dir``) resolve from the folder the command runs in, not the notebook's,
+and the outputs (``out``, ``*_out``, ``figures_dir``, ``out_dir``) must be writable before any
+work starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -19,7 +29,110 @@ from typing import Any
 
 import yaml
 
-from obd.io import atomic_path, write_text
+from obd.io import atomic_path, check_writable, file_mode, write_text
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2's floats: ``1e-4`` (no dot) is a number, not the string PyYAML's
+    YAML 1.1 rules make it. Quoted values stay strings."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_value(text: str) -> Any:
+    """A ``-p`` value: YAML (``[0, 0.5]`` a list, ``true`` a bool, ``1e-4`` a float)."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as err:
+        raise ValueError(f"cannot parse {text!r} as a value (YAML): {err}") from None
+
+
+def is_path_param(name: str) -> bool:
+    """Parameters holding paths (a string or a list of strings), resolved from the caller's
+    working directory: ``out``, ``*_out``, ``model*`` and ``*_dir``."""
+    return name == "out" or name.endswith(("_out", "_dir")) or name.startswith("model")
+
+
+def is_output_param(name: str) -> bool:
+    """Path parameters the notebook writes to (checked writable before the run): ``out`` and
+    ``*_out`` are files, ``figures_dir``, ``out_dir`` and ``*_out_dir`` folders."""
+    return (
+        name == "out"
+        or name.endswith("_out")
+        or name in ("figures_dir", "out_dir")
+        or (name.endswith("_out_dir"))
+    )
+
+
+def _resolve(value: Any, base: Path) -> Any:
+    if isinstance(value, str) and value and not os.path.isabs(value):
+        return str((base / value).resolve())
+    if isinstance(value, list):
+        return [_resolve(v, base) for v in value]
+    return value
+
+
+def notebook_defaults(notebook: str | os.PathLike) -> dict[str, Any]:
+    """The ``parameters`` cell's names and default values (``...`` where not a literal)."""
+    import papermill as pm
+
+    out = {}
+    for name, info in pm.inspect_notebook(str(notebook)).items():
+        try:
+            out[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            out[name] = ...
+    return out
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def check_parameters(
+    notebook: str | os.PathLike, parameters: dict[str, Any], *, cwd: str | os.PathLike = "."
+) -> dict[str, Any]:
+    """Validate ``parameters`` for ``notebook`` before any kernel starts; return them with path
+    parameters made absolute (relative ones from ``cwd``). ``ValueError`` on an unknown name, a
+    value whose type does not match a numeric or boolean default, or an unwritable output.
+    """
+    notebook = Path(notebook)
+    defaults = notebook_defaults(notebook)
+    if defaults:  # a notebook without a parameters cell accepts what papermill injects
+        unknown = sorted(set(parameters) - set(defaults))
+        if unknown:
+            raise ValueError(
+                f"unknown parameter(s) {', '.join(unknown)}; accepted: {', '.join(sorted(defaults))}"
+            )
+    for name, value in parameters.items():
+        default = defaults.get(name, ...)
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            want = "a number"
+        else:
+            continue  # strings, lists and None defaults: the notebook checks them
+        if not ok:
+            raise ValueError(
+                f"parameter {name} must be {want} (like its default {default!r}), got {value!r} "
+                f"({_type_name(value)})"
+            )
+    resolved = {k: _resolve(v, Path(cwd)) if is_path_param(k) else v for k, v in parameters.items()}
+    outputs = {**{k: v for k, v in defaults.items() if is_output_param(k)}, **resolved}
+    for name, value in outputs.items():
+        if not is_output_param(name) or not isinstance(value, str) or not value:
+            continue
+        path = Path(value) if os.path.isabs(value) else notebook.parent / value
+        check_writable(path, name=name, folder=not (name == "out" or name.endswith("_out")))
+    return resolved
 
 
 def run_notebook(
@@ -28,14 +141,21 @@ def run_notebook(
     parameters: dict[str, Any] | None = None,
     *,
     log_output: bool = True,
+    checked: bool = False,
 ) -> Path:
-    """Execute ``notebook`` into ``report``.ipynb and render ``report``.html; return the HTML path."""
+    """Execute ``notebook`` into ``report``.ipynb and render ``report``.html; return the HTML path.
+
+    ``parameters`` go through :func:`check_parameters` first (unless ``checked``: the caller did).
+    """
     import papermill as pm
     from nbconvert import HTMLExporter
 
     notebook, report = Path(notebook), Path(report)
     if not notebook.is_file():
         raise ValueError(f"notebook {str(notebook)!r} does not exist")
+    if not checked:
+        parameters = check_parameters(notebook, parameters or {})
+        check_writable(report.with_name(report.name + ".html"), name="report")
     report.parent.mkdir(parents=True, exist_ok=True)
     ipynb, html, failed = (
         report.with_name(report.name + s) for s in (".ipynb", ".html", ".failed.ipynb")
@@ -52,6 +172,7 @@ def run_notebook(
                 progress_bar=False,
             )
         except pm.PapermillExecutionError:
+            os.chmod(tmp, file_mode())
             os.replace(tmp, failed)
             raise
         body, _ = HTMLExporter().from_filename(str(tmp))
@@ -83,10 +204,26 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _one_line(err: BaseException) -> str:
+    """An error as ``Type: message``: a cell's error without its traceback."""
+    ename = getattr(err, "ename", None) or type(err).__name__
+    evalue = getattr(err, "evalue", None)
+    evalue = str(err) if evalue is None else evalue
+    return f"{ename}: {evalue}" if evalue else ename
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     args = _parse(argv)
-    params = {name: yaml.safe_load(value) for name, value in args.p}
+    try:
+        params = {name: parse_value(value) for name, value in args.p}
+        if not Path(args.notebook).is_file():
+            raise ValueError(f"notebook {args.notebook!r} does not exist")
+        params = check_parameters(args.notebook, params)
+        check_writable(args.report + ".html", name="report")
+    except ValueError as err:
+        print(f"✗ {args.notebook}: {_one_line(err)}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="  %(message)s", stream=sys.stdout)
     for noisy in ("papermill", "traitlets", "nbclient"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -97,9 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"▶ {args.notebook} → {args.report}.html  {shown}", flush=True)
     start = time.perf_counter()
     try:
-        run_notebook(args.notebook, args.report, params, log_output=not args.quiet)
-    except Exception as err:  # papermill's error names the failing cell and its traceback
-        print(f"✗ {args.notebook} failed ({args.report}.failed.ipynb):\n{err}", file=sys.stderr)
+        run_notebook(args.notebook, args.report, params, log_output=not args.quiet, checked=True)
+    except Exception as err:  # the error first, on one line; the traceback is in the failed copy
+        cell = getattr(err, "exec_count", None)
+        where = f"cell [{cell}]; " if cell is not None else ""
+        print(f"✗ {args.notebook}: {_one_line(err)}", file=sys.stderr)
+        print(f"  ({where}the executed notebook: {args.report}.failed.ipynb)", file=sys.stderr)
         return 1
     print(f"✓ {args.report}.html in {time.perf_counter() - start:.1f} s", flush=True)
     return 0

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from obd.io import finished
+
 MODELS = {"plain": 0.0, "dropout": 0.2}
 SCOPES = ("global", "layerwise")
 #: The blog's five variants, as (saliency family, scope, model), keyed by its log names.
@@ -120,8 +122,9 @@ def load_published() -> pd.DataFrame:
 
 
 def load_sweeps(results_dir: str | os.PathLike) -> pd.DataFrame:
-    """All sweep CSVs under ``results_dir/sweeps``, concatenated."""
-    files = sorted(Path(results_dir, "sweeps").glob("*.csv"))
+    """All finished sweep CSVs under ``results_dir/sweeps``, concatenated (the hidden temporary
+    files of an interrupted write are never read: :func:`obd.io.finished`)."""
+    files = finished(Path(results_dir, "sweeps").glob("*.csv"))
     if not files:
         raise ValueError(
             f"no sweep results in {Path(results_dir, 'sweeps')}: run prune.ipynb first"

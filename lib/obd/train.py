@@ -20,7 +20,9 @@ import optax
 import pandas as pd
 from tqdm.auto import tqdm
 
+from obd.checks import check_converging, check_examples
 from obd.model import SEED_SIZES, Params, activation_fn, apply_mlp, init_mlp
+from obd.params import check_number
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 REDUCTIONS = ("sum", "mean")
@@ -41,18 +43,29 @@ class TrainConfig:
     chunk_steps: int = 1_000
 
     def __post_init__(self) -> None:
+        # types first: a string or a float step count would otherwise fail deep inside JAX
+        check_number("seed", self.seed, lo=0, integer=True)
         for name in ("steps", "batch_size", "chunk_steps"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
+            check_number(name, getattr(self, name), lo=1, integer=True)
+        check_number("learning_rate", self.learning_rate, lo=0, lo_open=True)
+        check_number("dropout_rate", self.dropout_rate, lo=0, hi=1, hi_open=True)
         if self.loss_reduction not in REDUCTIONS:
             raise ValueError(
                 f"loss_reduction {self.loss_reduction!r} unknown; accepted: {', '.join(REDUCTIONS)}"
             )
+        if not isinstance(self.activation, str):
+            raise ValueError(f"activation must be a name (str), got {self.activation!r}")
         activation_fn(self.activation)
+        if isinstance(self.sizes, str) or not hasattr(self.sizes, "__iter__"):
+            raise ValueError(f"sizes must be a sequence of layer widths, got {self.sizes!r}")
+        for s in self.sizes:
+            check_number("sizes entry", s, lo=1, integer=True)
+        if len(self.sizes) < 2:
+            raise ValueError(f"sizes must hold >= 2 layer widths, got {self.sizes!r}")
+        for name in ("seed", "steps", "batch_size", "chunk_steps"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        for name in ("learning_rate", "dropout_rate"):
+            object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
 
     def to_dict(self) -> dict:
@@ -86,7 +99,7 @@ def _make_chunk_fn(cfg: TrainConfig, opt: optax.GradientTransformation, x, y, dr
     @jax.jit
     def run_chunk(params, opt_state, idx, ts):
         (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (idx, ts))
-        return params, opt_state, losses.mean()
+        return params, opt_state, losses.mean(), jnp.argmin(jnp.isfinite(losses))
 
     return run_chunk
 
@@ -106,11 +119,16 @@ def train(
         from obd.data import load_mnist
 
         data = (*load_mnist("train"), *load_mnist("test"))
+    if not isinstance(data, tuple | list) or len(data) != 4:
+        raise ValueError("data must be a tuple (x_train, y_train, x_test, y_test)")
     x_tr, y_tr, x_te, y_te = (jnp.asarray(a) for a in data)
-    if x_tr.ndim != 2 or x_tr.shape[1] != cfg.sizes[0] or y_tr.shape != x_tr.shape[:1]:
-        raise ValueError(
-            f"training data must be x [N, {cfg.sizes[0]}] and y [N]; got {x_tr.shape}, {y_tr.shape}"
-        )
+    for xs, ys, which in ((x_tr, y_tr, "training"), (x_te, y_te, "test")):
+        if xs.ndim != 2 or xs.shape[1] != cfg.sizes[0] or ys.shape != xs.shape[:1]:
+            raise ValueError(
+                f"{which} data must be x [N, {cfg.sizes[0]}] and y [N]; got {xs.shape}, {ys.shape}"
+            )
+        pre = "x_train" if which == "training" else "x_test"
+        check_examples(xs, ys, num_classes=cfg.sizes[-1], name=pre, label_name="y" + pre[1:])
 
     k_init, k_data, k_drop = jax.random.split(jax.random.key(cfg.seed), 3)
     params = init_mlp(k_init, cfg.sizes)
@@ -129,10 +147,11 @@ def train(
     bar = tqdm(total=cfg.steps, desc=f"train seed={cfg.seed}", unit="step", disable=not progress)
     for start in range(0, cfg.steps, cfg.chunk_steps):
         stop = min(start + cfg.chunk_steps, cfg.steps)
-        params, opt_state, train_loss = run_chunk(
+        params, opt_state, train_loss, first_bad = run_chunk(
             params, opt_state, idx[start:stop], jnp.arange(start, stop)
         )
         test_loss, test_acc = evaluate(params)
+        check_converging(train_loss, first_bad, start)  # one scalar per chunk, synced below anyway
         rows.append((stop, float(train_loss), float(test_loss), float(test_acc)))
         bar.update(stop - start)
         bar.set_postfix(test_acc=f"{float(test_acc):.4f}")
