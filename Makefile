@@ -76,55 +76,81 @@ RUN := $(PY) -m obd.outputs run
 comma := ,
 empty :=
 space := $(empty) $(empty)
-TRAIN_DEPS := notebooks/train.ipynb lib/obd/train.py lib/obd/model.py lib/obd/data.py
-PRUNE_DEPS := notebooks/prune.ipynb lib/obd/hessian.py lib/obd/saliency.py lib/obd/prune.py \
-  lib/obd/model.py lib/obd/data.py lib/obd/study.py
-COMPARE_DEPS := notebooks/compare.ipynb lib/obd/study.py lib/obd/plots.py \
-  lib/obd/published_blog_2016.csv
+
+# Results never go stale silently. Every notebook target depends on
+#  * its notebook and every library module and data file (LIB_DEPS): editing any file under
+#    lib/obd reruns every notebook (a module may be imported by any of them, directly or not);
+#  * its parameter stamp, $(call params,NAME,VAR): the file $(PARAMS_DIR)/NAME.args holding the
+#    runner arguments in variable VAR, rewritten when make reads this Makefile only if they
+#    changed, so `make reproduce STEPS=100` or another PRUNE_ARGS reruns exactly the targets
+#    whose arguments differ (and, through the reports they depend on, everything downstream).
+# A new notebook rule follows the same pattern (VAR is expanded once, at eval time):
+#   NAME_ARGS = notebooks/NAME.ipynb $(REPORTS)/NAME -p out $(abspath $(RESULTS))/NAME.csv ...
+#   $(REPORTS)/NAME.html: notebooks/NAME.ipynb $(LIB_DEPS) $(call params,NAME,NAME_ARGS) \
+#     <upstream reports> | $(STAMP)
+#   	$(RUN) $(NAME_ARGS)
+# Inside a define that is $(eval)ed, write $$(call params,...) so the stamp sees VAR's value.
+LIB_DEPS := $(wildcard lib/obd/*.py lib/obd/*.csv)
+PARAMS_DIR := $(REPORTS)/.params
+# stamps are written only when this make may run notebooks (not for `make test`, `make help`)
+WRITE_PARAMS := $(filter study $(REPORTS)/%,$(MAKECMDGOALS))
+streq = $(and $(findstring x$(1)x,x$(2)x),$(findstring x$(2)x,x$(1)x))
+params = $(PARAMS_DIR)/$(1).args$(if $(WRITE_PARAMS),$(eval params_old := $(file <$(PARAMS_DIR)/$(1).args))$(eval params_new := $(strip $($(2))))$(if $(call streq,$(params_old),$(params_new)),,$(file >$(PARAMS_DIR)/$(1).args,$(params_new))))
+ifneq ($(WRITE_PARAMS),)
+$(shell mkdir -p $(PARAMS_DIR))
+endif
+$(PARAMS_DIR)/%.args: ;  # a missing stamp (deleted by hand) counts as changed
+
+TRAIN_DEPS := notebooks/train.ipynb $(LIB_DEPS)
+PRUNE_DEPS := notebooks/prune.ipynb $(LIB_DEPS)
+COMPARE_DEPS := notebooks/compare.ipynb $(LIB_DEPS)
 model_paths = [$(subst $(space),$(comma),$(foreach s,$(SEEDS),$(abspath $(RESULTS))/models/$(1)-seed$(s).npz))]
 
 # train-<model>-seed<s>: model is plain (no dropout) or dropout (keep prob 0.8)
 define train_rule
-$(REPORTS)/train-$(1)-seed$(2).html: $(TRAIN_DEPS) | $(STAMP)
-	$(RUN) notebooks/train.ipynb $(REPORTS)/train-$(1)-seed$(2) -p dropout_rate $(3) -p seed $(2) \
-	  -p steps $(STEPS) -p out $(abspath $(RESULTS))/models/$(1)-seed$(2).npz
+train-$(1)-seed$(2)_ARGS := notebooks/train.ipynb $(REPORTS)/train-$(1)-seed$(2) -p dropout_rate $(3) \
+  -p seed $(2) -p steps $(STEPS) -p out $(abspath $(RESULTS))/models/$(1)-seed$(2).npz
+$(REPORTS)/train-$(1)-seed$(2).html: $(TRAIN_DEPS) $$(call params,train-$(1)-seed$(2),train-$(1)-seed$(2)_ARGS) | $(STAMP)
+	$(RUN) $$(train-$(1)-seed$(2)_ARGS)
 endef
 $(foreach s,$(SEEDS),$(eval $(call train_rule,plain,$(s),0.0)))
 $(foreach s,$(SEEDS),$(eval $(call train_rule,dropout,$(s),0.2)))
 
 # prune-<saliency>-<scope>-<model>: one sweep over every seed's model
 define prune_rule
-$(REPORTS)/prune-$(1).html: $(PRUNE_DEPS) $(foreach s,$(SEEDS),$(REPORTS)/train-$(4)-seed$(s).html) | $(STAMP)
-	$(RUN) notebooks/prune.ipynb $(REPORTS)/prune-$(1) -p model "$(call model_paths,$(4))" \
-	  -p saliency $(2) -p scope $(3) -p include_biases $(if $(filter seed_%,$(2)),true,false) \
-	  -p out $(abspath $(RESULTS))/sweeps/$(1).csv $(PRUNE_ARGS)
+prune-$(1)_ARGS := notebooks/prune.ipynb $(REPORTS)/prune-$(1) -p model "$(call model_paths,$(4))" \
+  -p saliency $(2) -p scope $(3) -p include_biases $(if $(filter seed_%,$(2)),true,false) \
+  -p out $(abspath $(RESULTS))/sweeps/$(1).csv $(PRUNE_ARGS)
+$(REPORTS)/prune-$(1).html: $(PRUNE_DEPS) $$(call params,prune-$(1),prune-$(1)_ARGS) $(foreach s,$(SEEDS),$(REPORTS)/train-$(4)-seed$(s).html) | $(STAMP)
+	$(RUN) $$(prune-$(1)_ARGS)
 endef
 $(foreach v,$(VARIANTS),$(eval $(call prune_rule,$(v),$(word 1,$(subst -, ,$(v))),$(word 2,$(subst -, ,$(v))),$(word 3,$(subst -, ,$(v))))))
 PRUNE_REPORTS := $(VARIANTS:%=$(REPORTS)/prune-%.html)
 
 # prune-obs-layerwise-<model>: layer-wise Optimal Brain Surgeon, written as one more sweep
-OBS_DEPS := notebooks/obs.ipynb lib/obd/obs.py lib/obd/hessian.py lib/obd/saliency.py \
-  lib/obd/prune.py lib/obd/model.py lib/obd/data.py lib/obd/study.py
+OBS_DEPS := notebooks/obs.ipynb $(LIB_DEPS)
 ifeq ($(QUICK),1)
 OBS_ARGS ?= -p calibration_examples 2000 \
   -p fractions "[0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1]"
 RETRAIN_ARGS ?= -p retrain_steps 500 -p hessian_examples 5000 -p oneshot_retrain false
 endif
 define obs_rule
-$(REPORTS)/prune-obs-layerwise-$(1).html: $(OBS_DEPS) $(foreach s,$(SEEDS),$(REPORTS)/train-$(1)-seed$(s).html) | $(STAMP)
-	$(RUN) notebooks/obs.ipynb $(REPORTS)/prune-obs-layerwise-$(1) -p model "$(call model_paths,$(1))" \
-	  -p out $(abspath $(RESULTS))/sweeps/obs-layerwise-$(1).csv $(OBS_ARGS)
+prune-obs-layerwise-$(1)_ARGS := notebooks/obs.ipynb $(REPORTS)/prune-obs-layerwise-$(1) \
+  -p model "$(call model_paths,$(1))" -p out $(abspath $(RESULTS))/sweeps/obs-layerwise-$(1).csv \
+  $(OBS_ARGS)
+$(REPORTS)/prune-obs-layerwise-$(1).html: $(OBS_DEPS) $$(call params,prune-obs-layerwise-$(1),prune-obs-layerwise-$(1)_ARGS) $(foreach s,$(SEEDS),$(REPORTS)/train-$(1)-seed$(s).html) | $(STAMP)
+	$(RUN) $$(prune-obs-layerwise-$(1)_ARGS)
 endef
 $(foreach m,plain dropout,$(eval $(call obs_rule,$(m))))
 PRUNE_REPORTS += $(REPORTS)/prune-obs-layerwise-plain.html $(REPORTS)/prune-obs-layerwise-dropout.html
 
-$(REPORTS)/compare.html: $(COMPARE_DEPS) $(PRUNE_REPORTS) | $(STAMP)
-	$(RUN) notebooks/compare.ipynb $(REPORTS)/compare -p results_dir $(abspath $(RESULTS)) \
-	  -p figures_dir $(abspath $(FIGURES)) -p out_dir $(abspath $(RESULTS))
+compare_ARGS := notebooks/compare.ipynb $(REPORTS)/compare -p results_dir $(abspath $(RESULTS)) \
+  -p figures_dir $(abspath $(FIGURES)) -p out_dir $(abspath $(RESULTS))
+$(REPORTS)/compare.html: $(COMPARE_DEPS) $(call params,compare,compare_ARGS) $(PRUNE_REPORTS) | $(STAMP)
+	$(RUN) $(compare_ARGS)
 
 # Analyses beyond the blog, on the seed-0 models
-ANALYSIS_DEPS := lib/obd/taylor.py lib/obd/curvature.py lib/obd/hessian.py lib/obd/saliency.py \
-  lib/obd/prune.py lib/obd/model.py lib/obd/data.py lib/obd/plots.py lib/obd/params.py
+ANALYSIS_DEPS := $(LIB_DEPS)
 SEED0 := $(REPORTS)/train-plain-seed$(firstword $(SEEDS)).html $(REPORTS)/train-dropout-seed$(firstword $(SEEDS)).html
 model0 = $(abspath $(RESULTS))/models/$(1)-seed$(firstword $(SEEDS)).npz
 ifeq ($(QUICK),1)
@@ -133,34 +159,44 @@ CURVATURE_ARGS ?= -p hessian_examples 5000 -p hutchinson_probes "[1, 10]" -p ada
   -p fractions "[0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1]"
 endif
 
-$(REPORTS)/assumptions.html: notebooks/assumptions.ipynb $(ANALYSIS_DEPS) $(SEED0) | $(STAMP)
-	$(RUN) notebooks/assumptions.ipynb $(REPORTS)/assumptions -p model_plain $(call model0,plain) \
-	  -p model_dropout $(call model0,dropout) -p figures_dir $(abspath $(FIGURES)) \
-	  -p out $(abspath $(RESULTS))/assumptions.csv $(ASSUMPTIONS_ARGS)
+assumptions_ARGS := notebooks/assumptions.ipynb $(REPORTS)/assumptions \
+  -p model_plain $(call model0,plain) -p model_dropout $(call model0,dropout) \
+  -p figures_dir $(abspath $(FIGURES)) -p out $(abspath $(RESULTS))/assumptions.csv $(ASSUMPTIONS_ARGS)
+$(REPORTS)/assumptions.html: notebooks/assumptions.ipynb $(ANALYSIS_DEPS) $(call params,assumptions,assumptions_ARGS) $(SEED0) | $(STAMP)
+	$(RUN) $(assumptions_ARGS)
 
-$(REPORTS)/curvature.html: notebooks/curvature.ipynb $(ANALYSIS_DEPS) lib/obd/train.py lib/obd/study.py $(SEED0) | $(STAMP)
-	$(RUN) notebooks/curvature.ipynb $(REPORTS)/curvature -p model $(call model0,plain) \
-	  -p figures_dir $(abspath $(FIGURES)) -p out $(abspath $(RESULTS))/curvature.csv $(CURVATURE_ARGS)
+curvature_ARGS := notebooks/curvature.ipynb $(REPORTS)/curvature -p model $(call model0,plain) \
+  -p figures_dir $(abspath $(FIGURES)) -p out $(abspath $(RESULTS))/curvature.csv $(CURVATURE_ARGS)
+$(REPORTS)/curvature.html: notebooks/curvature.ipynb $(ANALYSIS_DEPS) $(call params,curvature,curvature_ARGS) $(SEED0) | $(STAMP)
+	$(RUN) $(curvature_ARGS)
 
-$(REPORTS)/retrain.html: notebooks/retrain.ipynb lib/obd/retrain.py lib/obd/hessian.py \
-  lib/obd/saliency.py lib/obd/prune.py lib/obd/train.py lib/obd/plots.py $(SEED0) | $(STAMP)
-	$(RUN) notebooks/retrain.ipynb $(REPORTS)/retrain -p model "[$(call model0,plain)]" \
-	  -p out $(abspath $(RESULTS))/retrain.csv -p figures_dir $(abspath $(FIGURES)) $(RETRAIN_ARGS)
+retrain_ARGS := notebooks/retrain.ipynb $(REPORTS)/retrain -p model "[$(call model0,plain)]" \
+  -p out $(abspath $(RESULTS))/retrain.csv -p figures_dir $(abspath $(FIGURES)) $(RETRAIN_ARGS)
+$(REPORTS)/retrain.html: notebooks/retrain.ipynb $(LIB_DEPS) $(call params,retrain,retrain_ARGS) $(SEED0) | $(STAMP)
+	$(RUN) $(retrain_ARGS)
 
 STUDY_REPORTS := $(REPORTS)/compare.html $(REPORTS)/assumptions.html $(REPORTS)/curvature.html \
   $(REPORTS)/retrain.html
 
-$(REPORTS)/index.html: $(STUDY_REPORTS) lib/obd/report.py | $(STAMP)
-	$(PY) -m obd.report --reports $(REPORTS) --figures $(FIGURES) --results $(RESULTS)
+index_ARGS := --reports $(REPORTS) --figures $(FIGURES) --results $(RESULTS)
+$(REPORTS)/index.html: $(STUDY_REPORTS) $(LIB_DEPS) $(call params,index,index_ARGS) | $(STAMP)
+	$(PY) -m obd.report $(index_ARGS)
 
 data: $(STAMP)  ## Fetch MNIST (or find it under TFDS_DATA_DIR) and cache the decoded arrays.
 	$(PY) -c "from obd.data import load_mnist; [load_mnist(s) for s in ('train', 'test')]"
 
 study: $(REPORTS)/index.html
 
+# GOAL: what to build under the lock (default: the whole study; the tests build one report).
+GOAL ?= study
+# One run at a time per output folder: a second `make reproduce` waits for the first (the lock is
+# released however the first ends, even killed). Under the lock, the temporary files of writes a
+# killed run left behind are removed, then the study resumes where it stopped.
 reproduce: data  ## Run every variant and render figures/ and reports/ (QUICK=1: tiny, into quick/).
-	@$(PY) -m obd.outputs check $(REPORTS)
-	@$(MAKE) --no-print-directory -j$(JOBS) study QUICK=$(QUICK)
+	@$(PY) -m obd.io locked $(REPORTS)/.reproduce.lock sh -c '\
+	  $(PY) -m obd.io clean $(RESULTS) $(REPORTS) $(FIGURES) && \
+	  $(PY) -m obd.outputs check $(REPORTS) && \
+	  $(MAKE) --no-print-directory -j$(JOBS) $(GOAL) QUICK=$(QUICK)'
 	@echo "Open $(REPORTS)/index.html"
 
 # ---------------------------------------------------------------------------------------------
