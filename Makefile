@@ -178,6 +178,20 @@ $(REPORTS)/retrain.html: notebooks/retrain.ipynb $(LIB_DEPS) $(call params,retra
 STUDY_REPORTS := $(REPORTS)/compare.html $(REPORTS)/assumptions.html $(REPORTS)/curvature.html \
   $(REPORTS)/retrain.html
 
+# The blog's own checkpoints, replayed (notebooks/blog_replay.ipynb). It needs the blog's files in
+# ../shared/data/blog2016 or $OBD_BLOG2016_DIR (see README); without them it is left out.
+BLOG2016_DIR ?= $(or $(OBD_BLOG2016_DIR),../shared/data/blog2016)
+ifeq ($(QUICK),1)
+BLOG_REPLAY_ARGS ?= -p draws 1 -p max_percent 3 -p overflow_batches 5 -p corrected_runs "[]"
+endif
+blog_replay_ARGS := notebooks/blog_replay.ipynb $(REPORTS)/blog_replay \
+  -p out $(abspath $(RESULTS))/blog_replay.csv -p figures_dir $(abspath $(FIGURES)) $(BLOG_REPLAY_ARGS)
+$(REPORTS)/blog_replay.html: notebooks/blog_replay.ipynb $(wildcard lib/obd/*.py) $(call params,blog_replay,blog_replay_ARGS) | $(STAMP)
+	$(RUN) $(blog_replay_ARGS)
+ifneq ($(wildcard $(BLOG2016_DIR)/run_obd_all_layers_prune/results.txt),)
+STUDY_REPORTS += $(REPORTS)/blog_replay.html
+endif
+
 index_ARGS := --reports $(REPORTS) --figures $(FIGURES) --results $(RESULTS)
 $(REPORTS)/index.html: $(STUDY_REPORTS) $(LIB_DEPS) $(call params,index,index_ARGS) | $(STAMP)
 	$(PY) -m obd.report $(index_ARGS)
