@@ -1,0 +1,126 @@
+"""obd.findings: every finding's numbers come from results/, and its check decides 'held'."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from obd import findings
+from obd.study import RESULT_COLUMNS
+
+FRACTIONS = np.round(np.linspace(0, 1, 101), 4)
+
+
+def _cliff(tolerated: float, base: float = 0.97, floor: float = 0.1):
+    """Accuracy flat at ``base`` up to ``tolerated``, then falling steeply to ``floor``."""
+    return lambda f: (
+        base if f <= tolerated + 1e-9 else max(floor, base - 0.02 - 3 * (f - tolerated))
+    )
+
+
+def _collapse(floor: float, base: float = 0.97):
+    """Accuracy ``base`` unpruned, ``floor`` as soon as anything is pruned."""
+    return lambda f: base if f == 0 else floor
+
+
+def _write_sweeps(root, curves: dict) -> None:
+    (root / "sweeps").mkdir(parents=True)
+    for variant, per_seed in curves.items():
+        saliency, scope, model = variant.split("-")
+        rows = [
+            dict(
+                variant=variant,
+                saliency=saliency,
+                scope=scope,
+                model=model,
+                include_biases=False,
+                seed=seed,
+                fraction=f,
+                pruned_fraction=f,
+                n_pruned=int(f * 1000),
+                accuracy=acc(f),
+                loss=0.1,
+            )  # fmt: skip
+            for seed, acc in enumerate(per_seed)
+            for f in FRACTIONS
+        ]
+        pd.DataFrame(rows)[RESULT_COLUMNS].to_csv(root / "sweeps" / f"{variant}.csv", index=False)
+
+
+@pytest.fixture
+def results(tmp_path):
+    root = tmp_path / "results"
+    _write_sweeps(root, {
+        "obd-global-plain": [_cliff(0.65), _cliff(0.67)],
+        "magnitude-global-plain": [_cliff(0.40), _cliff(0.42)],
+        "obd-layerwise-plain": [_cliff(0.40), _cliff(0.41)],
+        "magnitude-layerwise-plain": [_cliff(0.23), _cliff(0.24)],
+        "obd-global-dropout": [_cliff(0.69), _cliff(0.70)],
+        "random-global-plain": [_cliff(0.01), _cliff(0.01)],
+        "random-global-dropout": [_cliff(0.15), _cliff(0.14)],
+        "seed_magnitude-global-plain": [_collapse(0.1)] * 2,
+        "seed_obd-layerwise-plain": [_collapse(0.3)] * 2,
+        "seed_obd-global-plain": [_collapse(0.3)] * 2,
+        "obs-layerwise-plain": [_cliff(0.68), _cliff(0.70)],
+    })  # fmt: skip
+    return root
+
+
+def test_sweep_findings_hold_and_quote_the_numbers(results):
+    found = {f.key: f for f in findings.compute(results)}
+    for key in ("models", "signed-magnitude", "obd-vs-magnitude", "global-vs-layerwise",
+                "row-sum", "dropout", "obs"):  # fmt: skip
+        assert found[key].held is True, (key, found[key].text)
+    assert "66.0 ± 1.4%" in found["obd-vs-magnitude"].text  # mean ± std of 65% and 67%
+    assert "41.0 ± 1.4%" in found["obd-vs-magnitude"].text
+    for key in ("cross-terms", "quadratic", "curvature", "retrain"):
+        assert found[key].held is None and "missing" in found[key].text
+
+
+def test_a_finding_that_no_longer_holds_is_reported(results):
+    # one seed where magnitude beats OBD: "on every seed" must fail
+    _write = results / "sweeps" / "magnitude-global-plain.csv"
+    df = pd.read_csv(_write)
+    seed1 = df.seed == 1
+    df.loc[seed1, "accuracy"] = [_cliff(0.9)(f) for f in df.loc[seed1, "fraction"]]
+    df.to_csv(_write, index=False)
+    found = {f.key: f for f in findings.compute(results)}
+    assert found["obd-vs-magnitude"].held is False
+    held, checked = findings.tally(list(found.values()))
+    assert checked == 7 and held == 6
+
+
+def test_analysis_findings_from_their_csvs(results):
+    rows = []
+    for model, ratio, actual in (("plain", 1.3, 3.0), ("dropout", 0.9, 4.0)):
+        for f in (0.0, 0.3, 0.5, 0.9):
+            d = 0.0 if f == 0 else f / 10
+            rows.append(dict(model=model, saliency="obd", seed=0, fraction=f, diagonal=d,
+                             cross_ratio=ratio, second_order=d * (1 + ratio),
+                             actual=d * (1 + ratio) * actual))  # fmt: skip
+    pd.DataFrame(rows).to_csv(results / "assumptions.csv", index=False)
+    spearman = {"exact": 1.0, "empirical-fisher": 0.997, "mc-fisher": 0.996, "adam-nu": 0.996,
+                "hutchinson-1": 0.05, "hutchinson-100": 0.23, "seed-rowsum": 0.03}  # fmt: skip
+    pd.DataFrame({"saliency": list(spearman), "spearman": list(spearman.values())}).to_csv(
+        results / "curvature.csv", index=False
+    )
+    retrain = [dict(method=m, seed=0, fraction=0.969, accuracy=a)
+               for m, a in (("iterative_obd", 0.906), ("iterative_magnitude", 0.847),
+                            ("oneshot_obd", 0.089))]  # fmt: skip
+    pd.DataFrame(retrain).to_csv(results / "retrain.csv", index=False)
+    found = {f.key: f for f in findings.write(results)}
+    assert all(f.held for f in found.values()), [f.text for f in found.values() if not f.held]
+    assert "1.30 without dropout, 0.90 with" in found["cross-terms"].text
+    assert "0.996-0.997" in found["curvature"].text and "100 probes" in found["curvature"].text
+    assert "90.6 ± 0.0%" in found["retrain"].text
+    doc = json.loads((results / "findings.json").read_text())
+    assert doc["tally"] == {"held": 11, "checked": 11}
+    assert (results / "findings.md").read_text().startswith("11 of 11 checked findings held")
+
+
+def test_cli_rejects_a_missing_results_folder(tmp_path, capsys):
+    assert findings.main(["--results", str(tmp_path / "nope")]) == 1
+    assert "does not exist" in capsys.readouterr().err
