@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import logging
 import os
 import re
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +215,27 @@ def _one_line(err: BaseException) -> str:
     return f"{ename}: {evalue}" if evalue else ename
 
 
+@contextlib.contextmanager
+def _kernel_stderr() -> Iterator[list[str]]:
+    """Keep the kernel's own stderr (ZMQ and logging warnings, the kernel's noise) off the
+    terminal: the kernel process inherits file descriptor 2, which points at a temporary file
+    while the notebook runs. Yields a list that receives that output's last 2,000 characters."""
+    tail: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield tail
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - 2000))
+            tail.append(log.read().decode(errors="replace").strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     args = _parse(argv)
@@ -234,12 +258,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"▶ {args.notebook} → {args.report}.html  {shown}", flush=True)
     start = time.perf_counter()
     try:
-        run_notebook(args.notebook, args.report, params, log_output=not args.quiet, checked=True)
+        with _kernel_stderr() as kernel_log:
+            run_notebook(
+                args.notebook, args.report, params, log_output=not args.quiet, checked=True
+            )
     except Exception as err:  # the error first, on one line; the traceback is in the failed copy
         cell = getattr(err, "exec_count", None)
         where = f"cell [{cell}]; " if cell is not None else ""
         print(f"✗ {args.notebook}: {_one_line(err)}", file=sys.stderr)
         print(f"  ({where}the executed notebook: {args.report}.failed.ipynb)", file=sys.stderr)
+        if (
+            cell is None and kernel_log and kernel_log[-1]
+        ):  # not a cell's error (a dead kernel): its last words
+            print("  the kernel's last messages:\n" + kernel_log[-1], file=sys.stderr)
         return 1
     print(f"✓ {args.report}.html in {time.perf_counter() - start:.1f} s", flush=True)
     return 0
