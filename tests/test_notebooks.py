@@ -59,19 +59,32 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_runner_writes_report_only_on_success(tmp_path):
-    nb = _notebook(tmp_path, "check_no_unknown(globals(), _before, ['x'])\nprint(x * 2)")
+    nb = _notebook(
+        tmp_path,
+        "check_no_unknown(globals(), _before, ['x'])\n"
+        "if x < 0:\n    raise ValueError(f'x must be >= 0, got {x}')\nprint(x * 2)",
+    )
     ok = _run(str(nb), str(tmp_path / "out" / "ok"), "-p", "x", "21")
     assert ok.returncode == 0, ok.stderr
     executed = nbformat.read(tmp_path / "out" / "ok.ipynb", as_version=4)
     assert executed.cells[-1].outputs[0]["text"].strip() == "42"
     assert "42" in (tmp_path / "out" / "ok.html").read_text()
 
+    # an unknown parameter is refused before a kernel starts: nothing is written
     bad = _run(str(nb), str(tmp_path / "out" / "bad"), "-p", "y", "1")
-    assert bad.returncode == 1
-    assert "unknown parameter(s) y; accepted: x" in bad.stderr
-    assert not (tmp_path / "out" / "bad.html").exists()
-    assert not (tmp_path / "out" / "bad.ipynb").exists()
-    assert (tmp_path / "out" / "bad.failed.ipynb").exists()
+    assert bad.returncode == 2
+    assert "unknown parameter(s) y; accepted: x" in bad.stderr.splitlines()[0]
+    assert not list((tmp_path / "out").glob("bad*"))
+
+    # a cell that fails: no report, the executed copy kept as .failed.ipynb
+    failing = _run(str(nb), str(tmp_path / "out" / "fail"), "-p", "x", "-1")
+    assert failing.returncode == 1
+    assert failing.stderr.startswith(f"✗ {nb}: ValueError: x must be >= 0, got -1\n"), (
+        failing.stderr
+    )
+    assert not (tmp_path / "out" / "fail.html").exists()
+    assert not (tmp_path / "out" / "fail.ipynb").exists()
+    assert (tmp_path / "out" / "fail.failed.ipynb").exists()
 
 
 @pytest.fixture(scope="module")
