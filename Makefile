@@ -197,7 +197,7 @@ $(REPORTS)/index.html: $(STUDY_REPORTS) $(LIB_DEPS) $(call params,index,index_AR
 	$(PY) -m obd.report $(index_ARGS)
 
 data: $(STAMP)  ## Fetch MNIST (or find it under TFDS_DATA_DIR) and cache the decoded arrays.
-	$(PY) -c "from obd.data import load_mnist; [load_mnist(s) for s in ('train', 'test')]"
+	@$(PY) -m obd.data train test
 
 study: $(REPORTS)/index.html
 

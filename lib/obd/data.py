@@ -177,3 +177,22 @@ def load_mnist(split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.
     except OSError:
         pass  # a read-only cache folder only costs speed
     return x, y
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m obd.data [SPLIT ...]``: load (and cache) the splits; one line on failure."""
+    import sys
+
+    splits = (sys.argv[1:] if argv is None else argv) or list(SPLITS)
+    try:
+        for split in splits:
+            x, _ = load_mnist(split)
+            print(f"MNIST {split}: {len(x)} examples ({_cache_file(split)})")
+    except (DataUnavailableError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
