@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: help setup test lint format lab clean reproduce study data
+.PHONY: help setup test lint format lab site clean reproduce study data
 
 help:  ## List the targets.
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -37,11 +37,20 @@ format: $(STAMP)  ## Format the code.
 test: $(STAMP) lint  ## Lint, then run the test suite.
 	$(PY) -m pytest
 
-lab: $(STAMP)  ## Open JupyterLab on notebooks/ with the project kernel.
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+# `make lab` registers .venv as the Jupyter kernel "obd" for this user (VS Code and any other
+# Jupyter find it too), then opens JupyterLab; as root (e.g. in a container) it adds --allow-root.
+# LAB_ARGS passes more options, e.g. LAB_ARGS="--ip=0.0.0.0 --no-browser" inside a container.
+LAB_ARGS ?=
+lab: $(STAMP)  ## Install the "obd" Jupyter kernel and open JupyterLab on notebooks/.
+	$(PY) -m ipykernel install --user --name obd --display-name "Python (obd)"
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
-clean:  ## Remove generated results and reports (keeps .venv and the committed figures/).
-	rm -rf results reports quick
+site: $(STAMP)  ## Rebuild the report site (reports/site/, reports/index.html) from existing runs.
+	$(PY) -m obd.report --reports $(REPORTS) --figures $(FIGURES) --results $(RESULTS)
+
+clean:  ## Remove generated results, reports and scratch/ (keeps .venv and the committed figures/).
+	rm -rf results reports quick scratch
 
 # ---------------------------------------------------------------------------------------------
 # The study. Every notebook run is a target: its HTML report, written last and atomically, marks
