@@ -135,10 +135,13 @@ def test_quick_pipeline_reports_are_complete(quick_run):
         html = page.read_text()
         assert html.rstrip().endswith("</html>"), page.name
         assert "data:image/png;base64," in html, f"{page.name} embeds no figure"
-    index = (reports / "index.html").read_text()
+    assert "url=site/index.html" in (reports / "index.html").read_text()
+    front = (reports / "site" / "index.html").read_text()
     for page in pages:
-        assert f"href='{page.name}'" in index
-    assert index.count("data:image/png;base64,") >= 3
+        assert f'href="notebooks/{page.name}"' in front  # the site's table of contents
+        assert (reports / "site" / "notebooks" / page.name).is_file()
+    assert front.count('src="_images/fig') >= 3 and "base64" not in front
+    assert "checked findings held on this run" in front
     assert not list(reports.glob("*.failed.ipynb")) and not list(reports.glob(".*"))
 
 

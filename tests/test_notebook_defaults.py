@@ -1,0 +1,119 @@
+"""Running a notebook by hand with its defaults never changes the batch results.
+
+Each notebook runs in a copy of the repository's layout (``notebooks/``, ``results/`` with tiny
+fixture models and sweeps, ``figures/``) with only its *size* parameters made tiny: every output
+location keeps its default. ``results/`` and ``figures/`` must come out byte for byte unchanged,
+and what the notebook wrote must be under ``scratch/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+#: Size parameters that make each notebook run in seconds. Never an output location.
+TINY: dict[str, dict] = {
+    "train": {"steps": 20},
+    "prune": {"fractions": [0, 0.5, 1], "hessian_examples": 500},
+    "obs": {"fractions": [0, 0.5], "calibration_examples": 500},
+    "curvature": {
+        "hessian_examples": 500,
+        "fractions": [0, 0.5, 1],
+        "overlap_fractions": [0.5],
+        "hutchinson_probes": [1],
+        "adam_steps": 5,
+    },  # fmt: skip
+    "assumptions": {"fractions": [0, 0.5], "hessian_examples": 500},
+    "retrain": {
+        "schedule": [0.5],
+        "retrain_steps": 5,
+        "oneshot_retrain": False,
+        "hessian_examples": 500,
+    },  # fmt: skip
+    "compare": {},
+}
+#: Notebooks whose defaults are still being moved to scratch/ by their owners.
+PENDING = {"obs": "obs.ipynb's default `out` still points into results/sweeps/"}
+
+
+def _mnist_reachable() -> bool:
+    root = os.environ.get("TFDS_DATA_DIR")
+    cached = Path(os.environ.get("OBD_CACHE_DIR", Path.home() / ".cache" / "obd"))
+    return (bool(root) and (Path(root) / "mnist").is_dir()) or any(cached.glob("mnist-*-test.npz"))
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """A repository layout with tiny seed-0 models, two sweeps and a committed figure."""
+    if not _mnist_reachable():
+        pytest.skip("no MNIST copy: set TFDS_DATA_DIR to a folder with mnist/3.0.1")
+    import jax
+
+    from obd.data import load_mnist
+    from obd.model import save_params
+    from obd.prune import sweep
+    from obd.saliency import saliency
+    from obd.study import RESULT_COLUMNS
+    from obd.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("repo")
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    x_test, y_test = load_mnist("test")
+    for name, rate in (("plain", 0.0), ("dropout", 0.2)):
+        cfg = TrainConfig(seed=0, steps=50, chunk_steps=50, dropout_rate=rate)
+        params, history = train(cfg, progress=False)
+        meta = {"config": cfg.to_dict(), "seed": 0, "test_accuracy": float(history.test_accuracy.iloc[-1]),
+                "test_loss": float(history.test_loss.iloc[-1]), "train_loss": 0.0}  # fmt: skip
+        save_params(root / "results" / "models" / f"{name}-seed0.npz", params, meta)
+        if name == "plain":
+            (root / "results" / "sweeps").mkdir(parents=True)
+            for kind in ("magnitude", "random"):
+                table = sweep(params, saliency(kind, params, key=jax.random.key(0)),
+                              np.array([0, 0.5, 1]), x_test, y_test, scope="global")  # fmt: skip
+                table = table.assign(variant=f"{kind}-global-plain", saliency=kind, scope="global",
+                                     model="plain", include_biases=False, seed=0)  # fmt: skip
+                table[RESULT_COLUMNS].to_csv(
+                    root / "results" / "sweeps" / f"{kind}-global-plain.csv", index=False
+                )
+    (root / "figures").mkdir()
+    (root / "figures" / "fig1_seed_variants.png").write_bytes(b"\x89PNG committed figure")
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_defaults_leave_results_and_figures_unchanged(tree, path):
+    from obd.runner import run_notebook
+
+    if path.stem not in TINY:
+        pytest.fail(f"add tiny size parameters for {path.name} to TINY in {Path(__file__).name}")
+    if path.stem in PENDING:
+        pytest.xfail(PENDING[path.stem])
+    before = {d: _digest(tree / d) for d in ("results", "figures")}
+    shutil.rmtree(tree / "scratch", ignore_errors=True)
+    report = tree / "reports" / path.stem
+    run_notebook(tree / "notebooks" / path.name, report, TINY[path.stem], log_output=False)
+    for d in ("results", "figures"):
+        assert _digest(tree / d) == before[d], f"{path.name} with its defaults changed {d}/"
+    written = [p for p in (tree / "scratch").rglob("*") if p.is_file()]
+    assert written, f"{path.name} wrote nothing to scratch/: where did its outputs go?"
+    executed = nbformat.read(report.with_suffix(".ipynb"), as_version=4)
+    assert not any(o.get("name") == "stderr" and "tqdm" in o.get("text", "").lower()
+                   for c in executed.cells if c.cell_type == "code" for o in c.outputs)  # fmt: skip
