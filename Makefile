@@ -191,7 +191,8 @@ STUDY_REPORTS := $(REPORTS)/compare.html $(REPORTS)/assumptions.html $(REPORTS)/
 # ../shared/data/blog2016 or $OBD_BLOG2016_DIR (see README); without them it is left out.
 BLOG2016_DIR ?= $(or $(OBD_BLOG2016_DIR),../shared/data/blog2016)
 ifeq ($(QUICK),1)
-BLOG_REPLAY_ARGS ?= -p draws 1 -p max_percent 3 -p overflow_batches 5 -p corrected_runs "[]"
+BLOG_REPLAY_ARGS ?= -p draws 1 -p permutation_draws 1 -p max_percent 3 -p overflow_batches 5 \
+  -p corrected_runs "[]"
 endif
 blog_replay_ARGS := notebooks/blog_replay.ipynb $(REPORTS)/blog_replay \
   -p out $(abspath $(RESULTS))/blog_replay.csv -p figures_dir $(abspath $(FIGURES)) $(BLOG_REPLAY_ARGS)

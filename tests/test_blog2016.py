@@ -109,6 +109,19 @@ def test_loader_rejects_what_is_not_a_checkpoint(tmp_path):
         blog.read_log("nope")
 
 
+def test_permuting_within_batches_keeps_the_batches():
+    x = np.arange(40, dtype=np.float32).reshape(20, 2)
+    y = np.arange(20)
+    plain = list(zip(range(3), rep.sequential_batches(x, y, batch_size=6), strict=False))
+    perm = list(
+        zip(range(3), rep.sequential_batches(x, y, batch_size=6, permute_within=1), strict=False)
+    )
+    for (_, (_xa, ya)), (_, (xb, yb)) in zip(plain, perm, strict=True):
+        assert sorted(ya.tolist()) == sorted(yb.tolist()) and ya.tolist() != yb.tolist()
+        np.testing.assert_array_equal(xb, x[yb])
+    assert plain[1][1][1].tolist() == list(range(6, 12))
+
+
 def test_tfds_order_is_inverted_by_its_own_hash():
     # TFDS sorts examples by md5(split + str(key)); inverting that must give a permutation
     o = blog.tfds_original_index(1000, "test")

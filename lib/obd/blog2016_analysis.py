@@ -110,17 +110,21 @@ def overflow_table(
     ``images_below``: fraction of training images with some class probability below
     :data:`OVERFLOW_P`; ``batches_all_nan`` / ``batches_any_nan``: fractions of consecutive
     batches of ``batch_size`` (the first ``batches``, default all) whose H·1 is NaN in every entry
-    / in some entry; ``batches_expected``: ``1 - (1 - images_below)**batch_size``, the fraction
-    expected if one such image suffices.
+    / in some entry; ``batches_with_image_below``: fraction of those batches holding at least one
+    image below the threshold (equal to ``batches_any_nan`` if one such image suffices);
+    ``batches_expected``: ``1 - (1 - images_below)**batch_size``, that fraction for batches drawn
+    at random.
     """
     x, y = train
     logp_min = min_log_probability(params, x)
     below = float(np.mean(logp_min < np.log(OVERFLOW_P)))
     n = len(x) // batch_size if batches is None else min(int(batches), len(x) // batch_size)
     variables = rep.to_variables(params, layout)
-    all_nan = any_nan = 0
+    all_nan = any_nan = with_below = 0
+    is_below = logp_min < np.log(OVERFLOW_P)
     for i in range(n):
         sl = slice(i * batch_size, (i + 1) * batch_size)
+        with_below += bool(is_below[sl].any())
         s, _ = rep.hessian_row_sums(variables, x[sl], y[sl], layout=layout)
         nan = np.concatenate([np.isnan(a).ravel() for a in s])
         all_nan += bool(nan.all())
@@ -131,6 +135,7 @@ def overflow_table(
         "batches": n,
         "batches_all_nan": all_nan / n,
         "batches_any_nan": any_nan / n,
+        "batches_with_image_below": with_below / n,
         "batches_expected": 1 - (1 - below) ** batch_size,
     }
 

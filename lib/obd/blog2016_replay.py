@@ -329,13 +329,25 @@ def replay(
 
 
 def sequential_batches(
-    x: np.ndarray, y: np.ndarray, *, start: int = 0, batch_size: int = BATCH_SIZE
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    start: int = 0,
+    batch_size: int = BATCH_SIZE,
+    permute_within: int | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Consecutive batches ``x[start + i*b : start + (i+1)*b]``, as the tutorial reader's
-    ``next_batch`` served them before its first reshuffle (TF 0.10 did not shuffle first)."""
+    ``next_batch`` served them before its first reshuffle (TF 0.10 did not shuffle first).
+
+    ``permute_within`` (a seed) reorders the examples inside each batch: the same batch, so the
+    same mathematics, summed in another order; only float rounding changes."""
+    rng = None if permute_within is None else np.random.default_rng(permute_within)
     i = start
     while i + batch_size <= len(x):
-        yield x[i : i + batch_size], y[i : i + batch_size]
+        idx = np.arange(i, i + batch_size)
+        if rng is not None:
+            idx = rng.permutation(idx)
+        yield x[idx], y[idx]
         i += batch_size
     raise ValueError("ran past the end of the training images (the reader would reshuffle)")
 
