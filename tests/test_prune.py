@@ -131,8 +131,20 @@ def test_bad_inputs_raise(scores):
         prune.sweep(params, short, [0.5], x, y)
     with pytest.raises(ValueError, match="structure"):
         prune.apply_masks(params, prune.masks(scores, 0.5)[:1])
-    with pytest.raises(ValueError, match="examples"):
+    with pytest.raises(ValueError, match=r"labels of shape \[4\]"):
         prune.sweep(params, scores, [0.5], x, y[:3])
+    with pytest.raises(ValueError, match=r"labels in \[3, 3\].*3 classes.*\[0, 2\]"):
+        prune.sweep(params, scores, [0.5], x, y + 3)
+    with pytest.raises(ValueError, match="1 non-finite"):
+        prune.sweep(params, scores, [0.5], _with_nan(x), y)
+    with pytest.raises(ValueError, match="at least one example"):
+        prune.sweep(params, scores, [0.5], x[:0], y[:0])
+
+
+def _with_nan(x):
+    x = x.copy()
+    x[2, 1] = np.nan
+    return x
 
 
 @pytest.fixture

@@ -7,20 +7,29 @@ included). Pruning a fraction ``f`` of a group of ``n`` entries zeroes exactly
 ``k = floor(f * n + 0.5)`` of them, those of rank ``< k``. Ranking is by score, ascending, with a
 stable sort: ties go to the entry earlier in the flattened order (``jax.tree.leaves`` order of the
 group's tensors, each row-major), so masks are deterministic.
+
+Models are the plain MLP pytree or an ``nnx.Sequential`` (``obd.network``); scores and masks are
+shaped like the parameters (a list of layers, or an ``nnx.State`` like
+``nnx.state(model, nnx.Param)``). A "layer" is one parametric item (``nnx.Linear`` or ``nnx.Conv``:
+its kernel, plus its bias when biases are included); convolution kernels are pruned weight by
+weight.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pandas as pd
+from flax import nnx
 
-from obd.model import Params, activation_fn, apply_mlp, layer_sizes
-from obd.saliency import check_like, check_scope
+from obd.checks import check_examples
+from obd.network import Network, Params, as_network, input_check, is_module, to_params
+from obd.saliency import check_scope
 
 #: Rank given to entries that are not prunable: ``rank >= k`` keeps them for every ``k``.
 UNRANKED = np.iinfo(np.int32).max
@@ -28,15 +37,32 @@ UNRANKED = np.iinfo(np.int32).max
 _ACTIVATION_BYTES = 2**28  # per level chunk in :func:`sweep`: levels * examples * width * 4
 
 
-def _leaf_groups(params: Params, scope: str, include_biases: bool) -> list[int | None]:
+def _leaf_names(tree: Any) -> list[tuple[Any, str]]:
+    """``(layer, tensor)`` of each leaf: the path up to the tensor's name, and the name
+    (``"kernel"`` or ``"bias"``), for the plain list of layers and for an ``nnx.State``."""
+    out = []
+    for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        keys = [getattr(k, "key", getattr(k, "idx", None)) for k in path]
+        names = [i for i, k in enumerate(keys) if k in ("kernel", "bias")]
+        if not names:
+            raise ValueError(
+                "expected a pytree of layers with 'kernel' (and 'bias') tensors, like the "
+                f"parameters; got a leaf at {jax.tree_util.keystr(path)}"
+            )
+        i = names[-1]
+        out.append((tuple(keys[:i]), keys[i]))
+    return out
+
+
+def _leaf_groups(params: Any, scope: str, include_biases: bool) -> list[int | None]:
     """Group id of each leaf (``jax.tree.leaves`` order); ``None`` for non-prunable leaves."""
     check_scope(scope)
-    layer_sizes(params)
+    layers: dict[Any, int] = {}
     groups = []
-    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
-        layer, tensor = path[0].idx, path[1].key
+    for layer, tensor in _leaf_names(params):
+        layer_id = layers.setdefault(layer, len(layers))
         prunable = tensor == "kernel" or include_biases
-        groups.append((0 if scope == "global" else layer) if prunable else None)
+        groups.append((0 if scope == "global" else layer_id) if prunable else None)
     return groups
 
 
@@ -116,38 +142,59 @@ def masks(
     return treedef.unflatten(out)
 
 
-def apply_masks(params: Params, masks: Params) -> Params:
-    """``params`` with the entries whose mask is False set to zero."""
-    layer_sizes(params)
-    check_like(params, masks, "masks")
-    return jax.tree.map(lambda p, m: jnp.where(jnp.asarray(m, bool), p, 0), params, masks)
+def apply_masks(params: Params | Any, masks: Params | Any) -> Params | Any:
+    """``params`` with the entries whose mask is False set to zero: a new list for the plain
+    pytree, a pruned copy of the model for an ``nnx.Sequential`` (the original is unchanged)."""
+    _, flat, restore = as_network(params) if is_module(params) else as_network(params, "relu")
+    m = to_params(params, masks, "masks")
+    pruned = jax.tree.map(lambda p, mm: jnp.where(jnp.asarray(mm, bool), p, 0), flat, m)
+    if not is_module(params):
+        return restore(pruned)
+    model = nnx.clone(params)
+    nnx.update(model, restore(pruned))
+    return model
 
 
-def _level_metrics(params, rank, k, x, y, activation):
+def _level_metrics(net, params, rank, k, x, y):
     masked = jax.tree.map(lambda p, r, kk: jnp.where(r >= kk, p, 0), params, rank, k)
-    logits = apply_mlp(masked, x, activation=activation)
+    logits = net.apply(masked, x)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return (logits.argmax(-1) == y).mean(), ce
 
 
-@jax.jit(static_argnames=("activation", "level_batch"))
-def _evaluate_levels(params, rank, k, x, y, activation: str, level_batch: int):
+@jax.jit(static_argnames=("net", "level_batch"))
+def _evaluate_levels(net: Network, params, rank, k, x, y, level_batch: int):
     """Accuracy and loss at each level; ``k`` has leaves ``[levels]``; levels vmapped in chunks."""
     return jax.lax.map(
-        lambda kk: _level_metrics(params, rank, kk, x, y, activation), k, batch_size=level_batch
+        lambda kk: _level_metrics(net, params, rank, kk, x, y), k, batch_size=level_batch
     )
 
 
+def activation_elements(net: Network, params: Params, x_shape: tuple[int, ...]) -> int:
+    """Largest activation of one example (elements), for sizing chunks of evaluation work."""
+    dtype = jax.tree.leaves(params)[0].dtype
+    sizes = []
+
+    def forward(p, a):
+        for op in net.ops:
+            a = net.apply_op(op, p, a)
+            sizes.append(a.shape[1:])
+        return a
+
+    jax.eval_shape(forward, params, jax.ShapeDtypeStruct((1, *x_shape[1:]), dtype))
+    return max(int(np.prod(s)) for s in sizes) if sizes else 1
+
+
 def sweep(
-    params: Params,
-    scores: Params,
+    params: Params | Any,
+    scores: Params | Any,
     fractions,
     x: jax.Array,
     y: jax.Array,
     *,
     scope: str = "global",
     include_biases: bool = False,
-    activation: str = "relu",
+    activation: str | None = None,
     level_batch: int | None = None,
 ) -> pd.DataFrame:
     """One-shot pruning at each of ``fractions`` (no retraining), evaluated on ``(x, y)``.
@@ -157,23 +204,20 @@ def sweep(
     activations). Returns one row per level: ``fraction`` (requested), ``pruned_fraction``
     (``n_pruned`` / prunable entries), ``n_pruned``, ``accuracy``, ``loss`` (mean cross-entropy).
     """
-    sizes = layer_sizes(params)
-    check_like(params, scores, "scores")
-    activation_fn(activation)
+    net, flat, _ = as_network(params, activation)
+    scores = to_params(params, scores, "scores")
     fractions = np.atleast_1d(_check_fractions(fractions))
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
+    input_check(net, flat, x)
+    check_examples(x, y, num_classes=int(np.shape(flat[-1]["kernel"])[-1]))
     r = ranks(scores, scope=scope, include_biases=include_biases)
     per_leaf, n, n_pruned = _leaf_counts(scores, fractions, scope, include_biases)
     k = jax.tree.unflatten(jax.tree.structure(r), [jnp.asarray(a, jnp.int32) for a in per_leaf])
+    flat = jax.tree.map(jnp.asarray, flat)
     if level_batch is None:
-        per_level = 4 * len(x) * max(sizes[1:])
+        per_level = 4 * len(x) * activation_elements(net, flat, np.shape(x))
         level_batch = max(1, _ACTIVATION_BYTES // per_level)
     level_batch = int(min(level_batch, len(fractions)))
-    params = jax.tree.map(jnp.asarray, params)
-    acc, ce = _evaluate_levels(
-        params, r, k, jnp.asarray(x), jnp.asarray(y), activation, level_batch
-    )
+    acc, ce = _evaluate_levels(net, flat, r, k, jnp.asarray(x), jnp.asarray(y), level_batch)
     return sweep_table(fractions, n_pruned, n, acc, ce)
 
 
@@ -191,24 +235,30 @@ def sweep_table(fractions, n_pruned, n: int, accuracy, loss) -> pd.DataFrame:
     )
 
 
-def layer_sparsity(masks_or_params: Params) -> pd.DataFrame:
+def layer_sparsity(masks_or_params: Params | Any) -> pd.DataFrame:
     """Per layer and tensor: ``size``, ``n_pruned`` and ``fraction_pruned``.
 
     Boolean leaves are read as masks (False = pruned); other leaves as parameters (0 = pruned).
+    Takes the plain list of layers, an ``nnx.State`` or an NNX model; ``layer`` counts the
+    parametric layers from 0.
     """
-    layer_sizes(masks_or_params)
+    tree = nnx.state(masks_or_params, nnx.Param) if is_module(masks_or_params) else masks_or_params
+    layers: dict[Any, int] = {}
     rows = []
-    for i, layer in enumerate(masks_or_params):
-        for tensor in ("kernel", "bias"):
-            a = np.asarray(layer[tensor])
-            pruned = int((~a).sum() if a.dtype == bool else (a == 0).sum())
-            rows.append(
-                {
-                    "layer": i,
-                    "tensor": tensor,
-                    "size": a.size,
-                    "n_pruned": pruned,
-                    "fraction_pruned": pruned / a.size,
-                }
-            )
-    return pd.DataFrame(rows)
+    for (layer, tensor), leaf in zip(_leaf_names(tree), jax.tree.leaves(tree), strict=True):
+        a = np.asarray(leaf)
+        pruned = int((~a).sum() if a.dtype == bool else (a == 0).sum())
+        rows.append(
+            {
+                "layer": layers.setdefault(layer, len(layers)),
+                "tensor": tensor,
+                "size": a.size,
+                "n_pruned": pruned,
+                "fraction_pruned": pruned / a.size,
+            }
+        )
+    order = {"kernel": 0, "bias": 1}
+    df = pd.DataFrame(rows)
+    return df.sort_values(
+        ["layer", "tensor"], key=lambda c: c.map(order) if c.name == "tensor" else c, kind="stable"
+    ).reset_index(drop=True)

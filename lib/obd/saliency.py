@@ -12,16 +12,23 @@ Kinds (:data:`SALIENCY_KINDS`):
   *summed* over one random batch of 64, ranked signed, with no ``w**2`` factor. With scope
   ``"layerwise"`` the row sum is within each tensor's own Hessian block (what ``tf.hessians`` per
   variable gives); with scope ``"global"`` it is the full-model row sum.
+
+``params`` is the plain MLP pytree (a list of dense layers) or an ``nnx.Sequential`` model
+(``obd.network``); scores come back shaped like the parameters: a list, or an ``nnx.State`` like
+``nnx.state(model, nnx.Param)``. Convolution kernels are scored weight by weight.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from obd.model import Params, activation_fn, apply_mlp, layer_sizes
+from obd.checks import check_examples
+from obd.network import Network, Params, as_network, to_params
 
 SALIENCY_KINDS: tuple[str, ...] = ("magnitude", "obd", "random", "seed_magnitude", "seed_obd")
 SCOPES: tuple[str, ...] = ("global", "layerwise")
@@ -66,9 +73,9 @@ def draw_batch(
     return jnp.asarray(x[idx]), jnp.asarray(y[idx])  # index on the host: x may be large
 
 
-def summed_loss(params: Params, x: jax.Array, y: jax.Array, activation: str = "relu") -> jax.Array:
+def summed_loss(net: Network, params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
     """Softmax cross-entropy *summed* over the batch, as the blog's ``tf.reduce_sum``."""
-    logits = apply_mlp(params, x, activation=activation)
+    logits = net.apply(params, x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()
 
 
@@ -77,10 +84,10 @@ def _hvp(f, params: Params, v: Params) -> Params:
     return jax.jvp(jax.grad(f), (params,), (v,))[1]
 
 
-@jax.jit(static_argnames=("scope", "activation"))
-def _hessian_row_sums(params: Params, x: jax.Array, y: jax.Array, scope: str, activation: str):
+@jax.jit(static_argnames=("net", "scope"))
+def _hessian_row_sums(net: Network, params: Params, x: jax.Array, y: jax.Array, scope: str):
     def f(p):
-        return summed_loss(p, x, y, activation)
+        return summed_loss(net, p, x, y)
 
     if scope == "global":
         return _hvp(f, params, jax.tree.map(jnp.ones_like, params))
@@ -99,18 +106,22 @@ def _hessian_row_sums(params: Params, x: jax.Array, y: jax.Array, scope: str, ac
 
 
 def seed_obd_scores(
-    params: Params,
+    params: Params | Any,
     x: jax.Array,
     y: jax.Array,
     key: jax.Array,
     *,
     scope: str = "global",
-    activation: str = "relu",
+    activation: str | None = None,
     batch_size: int = 64,
-) -> Params:
+) -> Params | Any:
     """The blog's OBD score: Hessian row sums of the summed loss on one random batch."""
+    net, flat, restore = as_network(params, activation)
+    check_scope(scope)
+    check_examples(x, y, num_classes=int(np.shape(flat[-1]["kernel"])[-1]))
     xb, yb = draw_batch(key, x, y, batch_size)
-    return _hessian_row_sums(params, xb, yb, check_scope(scope), activation)
+    flat = jax.tree.map(jnp.asarray, flat)
+    return restore(_hessian_row_sums(net, flat, xb, yb, scope))
 
 
 def _random_scores(params: Params, key: jax.Array) -> Params:
@@ -123,16 +134,16 @@ def _random_scores(params: Params, key: jax.Array) -> Params:
 
 def saliency(
     kind: str,
-    params: Params,
+    params: Params | Any,
     *,
-    hdiag: Params | None = None,
+    hdiag: Params | Any | None = None,
     key: jax.Array | None = None,
     x: jax.Array | None = None,
     y: jax.Array | None = None,
     scope: str = "global",
-    activation: str = "relu",
+    activation: str | None = None,
     batch_size: int = 64,
-) -> Params:
+) -> Params | Any:
     """Score every parameter by ``kind`` (see the module docstring); low scores are pruned first.
 
     ``hdiag`` (the Hessian diagonal, like ``params``) is needed by ``"obd"``; ``key`` by
@@ -142,20 +153,20 @@ def saliency(
     if kind not in SALIENCY_KINDS:
         raise ValueError(f"unknown saliency kind {kind!r}; accepted: {', '.join(SALIENCY_KINDS)}")
     check_scope(scope)
-    activation_fn(activation)
-    layer_sizes(params)
-    params = jax.tree.map(jnp.asarray, params)
+    model = params
+    _, flat, restore = as_network(model, activation)
+    flat = jax.tree.map(jnp.asarray, flat)
     if kind == "magnitude":
-        return jax.tree.map(jnp.abs, params)
+        return restore(jax.tree.map(jnp.abs, flat))
     if kind == "seed_magnitude":
-        return params
+        return restore(flat)
     if kind == "obd":
-        check_like(params, hdiag, "hdiag")
-        return jax.tree.map(lambda h, w: 0.5 * jnp.asarray(h) * w**2, hdiag, params)
+        h = to_params(model, hdiag, "hdiag")
+        return restore(jax.tree.map(lambda h, w: 0.5 * jnp.asarray(h) * w**2, h, flat))
     if kind == "random":
-        return _random_scores(params, _as_key(key))
+        return restore(_random_scores(flat, _as_key(key)))
     if x is None or y is None:
         raise ValueError("seed_obd needs the data x and y to draw its batch from")
     return seed_obd_scores(
-        params, x, y, _as_key(key), scope=scope, activation=activation, batch_size=batch_size
+        model, x, y, _as_key(key), scope=scope, activation=activation, batch_size=batch_size
     )
