@@ -37,6 +37,10 @@ COLORS = {
     "random_global_dropout": "silver",
     "obs_layerwise": "tab:brown",
     "obs_layerwise_dropout": "tab:pink",
+    "obs_global": "tab:olive",
+    "obs_global_dropout": "tab:cyan",
+    "obs_mask_global": "yellowgreen",
+    "obs_mask_global_dropout": "paleturquoise",
 }
 FAMILY_LABELS = {
     "magnitude_layerwise": "magnitude, layer-wise",
@@ -46,6 +50,10 @@ FAMILY_LABELS = {
     "obd_global_dropout": "OBD, all layers, dropout model",
     "obs_layerwise": "OBS, layer-wise",
     "obs_layerwise_dropout": "OBS, layer-wise, dropout model",
+    "obs_global": "OBS, all layers, exact unit blocks",
+    "obs_global_dropout": "OBS, all layers, exact unit blocks, dropout model",
+    "obs_mask_global": "OBS ranking, all layers, exact unit blocks",
+    "obs_mask_global_dropout": "OBS ranking, all layers, exact unit blocks, dropout model",
     "random_global": "random, all layers",
     "random_global_dropout": "random, all layers, dropout model",
 }
@@ -93,6 +101,8 @@ class Variant:
             return f"{base} (baseline)"
         if self.saliency == "obs":
             return f"{base} (with weight update)"
+        if self.saliency == "obs_mask":
+            return f"{base} (mask only, no update)"
         flavour = "as published" if self.as_published else "corrected"
         return f"{base} ({flavour})"
 
