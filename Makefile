@@ -78,7 +78,7 @@ VARIANTS := \
   magnitude-layerwise-plain magnitude-global-plain obd-layerwise-plain obd-global-plain \
   obd-global-dropout seed_magnitude-layerwise-plain seed_magnitude-global-plain \
   seed_obd-layerwise-plain seed_obd-global-plain seed_obd-global-dropout \
-  random-global-plain random-global-dropout
+  random-global-plain random-global-dropout magnitude-global-dropout
 
 # obd.outputs runs obd.runner and records what each notebook wrote (REPORT.outputs.json)
 RUN := $(PY) -m obd.outputs run
@@ -152,6 +152,23 @@ $(REPORTS)/prune-obs-layerwise-$(1).html: $(OBS_DEPS) $$(call params,prune-obs-l
 endef
 $(foreach m,plain dropout,$(eval $(call obs_rule,$(m))))
 PRUNE_REPORTS += $(REPORTS)/prune-obs-layerwise-plain.html $(REPORTS)/prune-obs-layerwise-dropout.html
+
+# prune-obs-global-<model>: global OBS on exact per-unit Hessian blocks of the loss
+# (notebooks/global_obs.ipynb); one run writes two sweeps, obs-global-<model> (with the OBS weight
+# update) and obs_mask-global-<model> (the same ranking, mask only)
+ifeq ($(QUICK),1)
+GLOBAL_OBS_ARGS ?= -p hessian_examples 5000 \
+  -p fractions "[0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1]"
+endif
+define global_obs_rule
+prune-obs-global-$(1)_ARGS := notebooks/global_obs.ipynb $(REPORTS)/prune-obs-global-$(1) \
+  -p model "$(call model_paths,$(1))" -p out $(abspath $(RESULTS))/sweeps/obs-global-$(1).csv \
+  -p out_mask $(abspath $(RESULTS))/sweeps/obs_mask-global-$(1).csv $(GLOBAL_OBS_ARGS)
+$(REPORTS)/prune-obs-global-$(1).html: notebooks/global_obs.ipynb $(LIB_DEPS) $$(call params,prune-obs-global-$(1),prune-obs-global-$(1)_ARGS) $(foreach s,$(SEEDS),$(REPORTS)/train-$(1)-seed$(s).html) | $(STAMP)
+	$(RUN) $$(prune-obs-global-$(1)_ARGS)
+endef
+$(foreach m,plain dropout,$(eval $(call global_obs_rule,$(m))))
+PRUNE_REPORTS += $(REPORTS)/prune-obs-global-plain.html $(REPORTS)/prune-obs-global-dropout.html
 
 compare_ARGS := notebooks/compare.ipynb $(REPORTS)/compare -p results_dir $(abspath $(RESULTS)) \
   -p figures_dir $(abspath $(FIGURES)) -p out_dir $(abspath $(RESULTS))

@@ -37,7 +37,7 @@ UNRANKED = np.iinfo(np.int32).max
 _ACTIVATION_BYTES = 2**28  # per level chunk in :func:`sweep`: levels * examples * width * 4
 
 
-def _leaf_names(tree: Any) -> list[tuple[Any, str]]:
+def leaf_names(tree: Any) -> list[tuple[Any, str]]:
     """``(layer, tensor)`` of each leaf: the path up to the tensor's name, and the name
     (``"kernel"`` or ``"bias"``), for the plain list of layers and for an ``nnx.State``."""
     out = []
@@ -59,7 +59,7 @@ def _leaf_groups(params: Any, scope: str, include_biases: bool) -> list[int | No
     check_scope(scope)
     layers: dict[Any, int] = {}
     groups = []
-    for layer, tensor in _leaf_names(params):
+    for layer, tensor in leaf_names(params):
         layer_id = layers.setdefault(layer, len(layers))
         prunable = tensor == "kernel" or include_biases
         groups.append((0 if scope == "global" else layer_id) if prunable else None)
@@ -245,7 +245,7 @@ def layer_sparsity(masks_or_params: Params | Any) -> pd.DataFrame:
     tree = nnx.state(masks_or_params, nnx.Param) if is_module(masks_or_params) else masks_or_params
     layers: dict[Any, int] = {}
     rows = []
-    for (layer, tensor), leaf in zip(_leaf_names(tree), jax.tree.leaves(tree), strict=True):
+    for (layer, tensor), leaf in zip(leaf_names(tree), jax.tree.leaves(tree), strict=True):
         a = np.asarray(leaf)
         pruned = int((~a).sum() if a.dtype == bool else (a == 0).sum())
         rows.append(

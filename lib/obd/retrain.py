@@ -12,6 +12,10 @@ per-epoch shuffles, loss summed over the batch) with the mask enforced three way
 weights stay *exactly* zero: the gradient is masked (Adam's moments of pruned weights stay zero),
 the update is masked, and the mask is re-applied to the parameters after every step. It is a
 ``lax.scan`` over chunks of steps, jitted once per shape and setting.
+
+Both functions take the plain MLP pytree or an ``nnx.Sequential`` model (``obd.network``; masks
+are then an ``nnx.State``, and the retrained model is returned as a new model, the input left
+unchanged). Dropout applies to the plain MLP only.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pandas as pd
+from flax import nnx
 from tqdm.auto import tqdm
 
 from obd.checks import check_converging, check_examples
 from obd.hessian import hessian_diag
 from obd.model import Params, activation_fn, apply_mlp, layer_sizes
+from obd.network import Network, as_network, input_check, is_module, to_params
 from obd.params import check_number
+from obd.prune import apply_masks, leaf_names
 from obd.prune import masks as prune_masks
 from obd.saliency import check_like, check_scope
 from obd.saliency import saliency as score_params
@@ -67,17 +74,21 @@ def _positive_int(name: str, value) -> int:
 
 @jax.jit(
     static_argnames=(
-        "learning_rate", "activation", "loss_reduction", "dropout_rate"
+        "learning_rate", "activation", "loss_reduction", "dropout_rate", "net"
     )
 )  # fmt: skip
 def _masked_chunk(params, opt_state, keep, x, y, idx, ts, drop_key,
-                  learning_rate, activation, loss_reduction, dropout_rate):  # fmt: skip
+                  learning_rate, activation, loss_reduction, dropout_rate, net=None):  # fmt: skip
     """``len(idx)`` masked Adam steps; returns params, optimizer state, mean training loss and
-    the index of the first step whose loss is not finite (0 when all are)."""
+    the index of the first step whose loss is not finite (0 when all are). ``net`` is None for
+    the plain MLP (``apply_mlp``, with dropout), else the NNX model's ``obd.network.Network``."""
     opt = optax.adam(learning_rate)
 
     def batch_loss(p, xb, yb, key):
-        logits = apply_mlp(p, xb, activation=activation, dropout_rate=dropout_rate, key=key)
+        if net is not None:
+            logits = net.apply(p, xb)
+        else:
+            logits = apply_mlp(p, xb, activation=activation, dropout_rate=dropout_rate, key=key)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
         return ce.sum() if loss_reduction == "sum" else ce.mean()
 
@@ -120,6 +131,12 @@ def retrain_masked(
 
     A fresh Adam state is used; the defaults are the seed's training protocol (``obd.train``).
     """
+    if is_module(params):
+        return _retrain_module(
+            params, masks, x, y, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+            seed=seed, dropout_rate=dropout_rate, loss_reduction=loss_reduction,
+            chunk_steps=chunk_steps, return_loss=return_loss,
+        )  # fmt: skip
     layer_sizes(params)
     check_like(params, masks, "masks")
     activation_fn(activation)
@@ -156,16 +173,74 @@ def retrain_masked(
     return (params, last_loss) if return_loss else params
 
 
+def _retrain_module(
+    model, masks, x, y, *, steps, batch_size, learning_rate, seed, dropout_rate, loss_reduction,
+    chunk_steps, return_loss,
+):  # fmt: skip
+    """:func:`retrain_masked` for an ``nnx.Sequential``: the same masked Adam loop on the
+    model's parameters through ``obd.network``; returns a new model."""
+    net, flat, restore = as_network(model)
+    keep = jax.tree.map(lambda m: jnp.asarray(m, bool), to_params(model, masks, "masks"))
+    steps = check_number("steps", steps, lo=0, integer=True)
+    batch_size = _positive_int("batch_size", batch_size)
+    chunk_steps = _positive_int("chunk_steps", chunk_steps)
+    seed = check_number("seed", seed, lo=0, integer=True)
+    check_number("learning_rate", learning_rate, lo=0, lo_open=True)
+    if dropout_rate != 0:
+        raise ValueError("dropout_rate applies to the plain MLP only; NNX models take 0.0")
+    if loss_reduction not in REDUCTIONS:
+        raise ValueError(f"loss_reduction {loss_reduction!r} unknown; accepted: {REDUCTIONS}")
+    input_check(net, flat, x)
+    check_examples(x, y, num_classes=int(np.shape(flat[-1]["kernel"])[-1]))
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    params = jax.tree.map(lambda p, k: jnp.where(k, jnp.asarray(p), 0), flat, keep)
+    last_loss = float("nan")
+    if steps > 0:
+        k_data, k_drop = jax.random.split(jax.random.key(seed))
+        idx = batch_indices(k_data, x.shape[0], int(steps), batch_size)
+        opt_state = optax.adam(learning_rate).init(params)
+        for start in range(0, steps, chunk_steps):
+            stop = min(start + chunk_steps, steps)
+            params, opt_state, chunk_loss, first_bad = _masked_chunk(
+                params, opt_state, keep, x, y, idx[start:stop], jnp.arange(start, stop), k_drop,
+                float(learning_rate), "relu", loss_reduction, 0.0, net,
+            )  # fmt: skip
+            check_converging(chunk_loss, first_bad, start)
+            last_loss = float(chunk_loss)
+    out = nnx.clone(model)
+    nnx.update(out, restore(params))
+    return (out, last_loss) if return_loss else out
+
+
 @jax.jit(static_argnames=("activation",))
-def _evaluate(params, x, y, activation):
+def _evaluate_mlp(params, x, y, activation):
     logits = apply_mlp(params, x, activation=activation)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return (logits.argmax(-1) == y).mean(), ce
 
 
-def _kernel_counts(keep: Params) -> tuple[int, int]:
+@jax.jit(static_argnames=("net",))
+def _evaluate_net(net: Network, params, x, y):
+    logits = net.apply(params, x)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return (logits.argmax(-1) == y).mean(), ce
+
+
+def _evaluate(model, x, y, activation):
+    """Test accuracy and mean loss of the plain MLP or of an NNX model."""
+    if is_module(model):
+        net, flat, _ = as_network(model)
+        return _evaluate_net(net, flat, x, y)
+    return _evaluate_mlp(model, x, y, activation)
+
+
+def _kernel_counts(keep) -> tuple[int, int]:
     """Kernel weights pruned (mask False) and in total."""
-    kernels = [np.asarray(layer["kernel"]) for layer in keep]
+    kernels = [
+        np.asarray(leaf)
+        for (_, tensor), leaf in zip(leaf_names(keep), jax.tree.leaves(keep), strict=True)
+        if tensor == "kernel"
+    ]
     return sum(int((~k).sum()) for k in kernels), sum(k.size for k in kernels)
 
 
@@ -211,21 +286,38 @@ def iterative_prune(
     seed = check_number("seed", seed, lo=0, integer=True)
     check_number("learning_rate", learning_rate, lo=0, lo_open=True)
     check_number("dropout_rate", dropout_rate, lo=0, hi=1, hi_open=True)
-    activation_fn(activation)
-    sizes = layer_sizes(params)
     x_train, y_train = np.asarray(x_train), np.asarray(y_train)
     x_test, y_test = np.asarray(x_test), np.asarray(y_test)
+    module = is_module(params)
+    if module:
+        net, flat, _ = as_network(params)
+        classes = int(np.shape(flat[-1]["kernel"])[-1])
+        act_arg = None
+        if dropout_rate != 0:
+            raise ValueError("dropout_rate applies to the plain MLP only; NNX models take 0.0")
+        for xs, which in ((x_train, "x_train"), (x_test, "x_test")):
+            try:
+                input_check(net, flat, xs)
+            except ValueError as err:
+                raise ValueError(f"{which}: {err}") from None
+    else:
+        activation_fn(activation)
+        sizes = layer_sizes(params)
+        classes, act_arg = sizes[-1], activation
+        for xs, ys, which in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+            if xs.ndim != 2 or xs.shape[1] != sizes[0] or ys.shape != xs.shape[:1]:
+                raise ValueError(
+                    f"x_{which} must be [N, {sizes[0]}] and y_{which} [N]; got {xs.shape}, "
+                    f"{ys.shape}"
+                )
     for xs, ys, which in ((x_train, y_train, "train"), (x_test, y_test, "test")):
-        if xs.ndim != 2 or xs.shape[1] != sizes[0] or ys.shape != xs.shape[:1]:
-            raise ValueError(
-                f"x_{which} must be [N, {sizes[0]}] and y_{which} [N]; got {xs.shape}, {ys.shape}"
-            )
-        check_examples(xs, ys, num_classes=sizes[-1], name=f"x_{which}", label_name=f"y_{which}")
+        check_examples(xs, ys, num_classes=classes, name=f"x_{which}", label_name=f"y_{which}")
     x_h, y_h = (x_train, y_train) if hessian_examples is None else (
         x_train[:hessian_examples], y_train[:hessian_examples])  # fmt: skip
     x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
-    params = jax.tree.map(jnp.asarray, params)
-    keep = jax.tree.map(lambda p: jnp.ones(p.shape, bool), params)
+    if not module:
+        params = jax.tree.map(jnp.asarray, params)
+    keep = jax.tree.map(lambda s: jnp.ones(s.shape, bool), score_params("magnitude", params))
 
     acc, ce = _evaluate(params, x_test, y_test, activation)
     rows = [dict(round=0, fraction=0.0, n_pruned=0, accuracy_pruned=float(acc),
@@ -235,14 +327,17 @@ def iterative_prune(
     for r, target in enumerate(bar, start=1):
         t0 = time.perf_counter()
         if saliency == "obd":
-            hdiag = hessian_diag(params, x_h, y_h, activation=activation)
-            scores = score_params("obd", params, hdiag=hdiag)
+            hdiag = hessian_diag(params, x_h, y_h, activation=act_arg)
+            scores = score_params("obd", params, hdiag=hdiag, activation=act_arg)
         else:
-            scores = score_params("magnitude", params)
+            scores = score_params("magnitude", params, activation=act_arg)
         # weights pruned in earlier rounds rank first, so the masks are nested
         scores = jax.tree.map(lambda s, k: jnp.where(k, s, -jnp.inf), scores, keep)
         keep = prune_masks(scores, float(target), scope=scope, include_biases=False)
-        params = jax.tree.map(lambda p, k: jnp.where(k, p, 0), params, keep)
+        if module:
+            params = apply_masks(params, keep)
+        else:
+            params = jax.tree.map(lambda p, k: jnp.where(k, p, 0), params, keep)
         acc_p, ce_p = _evaluate(params, x_test, y_test, activation)
         params, train_loss = retrain_masked(
             params, keep, x_train, y_train, steps=retrain_steps, batch_size=batch_size,
