@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: help setup test lint format lab site clean reproduce study data
+.PHONY: help setup test lint format lab site sync clean reproduce study data
 
 help:  ## List the targets.
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -45,6 +45,9 @@ lab: $(STAMP)  ## Install the "obd" Jupyter kernel and open JupyterLab on notebo
 	$(PY) -m ipykernel install --user --name obd --display-name "Python (obd)"
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks \
 	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+sync: $(STAMP)  ## Sync each notebook with its py:percent twin (jupytext; the newer side wins).
+	$(VENV)/bin/jupytext --sync notebooks/*.ipynb
 
 site: $(STAMP)  ## Rebuild the report site (reports/site/, reports/index.html) from existing runs.
 	$(PY) -m obd.report --reports $(REPORTS) --figures $(FIGURES) --results $(RESULTS)

@@ -1,0 +1,159 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Comparison: the blog's five variants, as published and corrected
+#
+# Reads every sweep written by `prune.ipynb` and renders the study's figures. Curves show the
+# mean over training seeds and a band from the lowest to the highest seed; the blog's logged numbers
+# are overlaid dashed in the same colour.
+
+# %%
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Markdown, display
+from matplotlib.lines import Line2D
+
+from obd.io import write_text
+from obd.model import load_params
+from obd.params import check_no_unknown, check_number
+from obd.plots import plot_published, plot_variant, save_figure, style_axes
+from obd.study import (
+    FAMILY_LABELS,
+    SEED_FAMILIES,
+    load_sweeps,
+    parse_variant,
+    seed_variant,
+    summary_markdown,
+    summary_table,
+)
+
+_before = set(globals())
+
+# %% tags=["parameters"]
+results_dir = "../results"  # read: the sweeps and models of make reproduce
+figures_dir = "../scratch/figures"  # make reproduce writes figures/; by hand: scratch/
+out_dir = "../scratch"  # where summary.md and summary.csv go (make reproduce: results/)
+drop = 0.01  # accuracy loss tolerated in the summary table (0.01 = 1 point)
+
+# %%
+check_no_unknown(globals(), _before, ["results_dir", "figures_dir", "out_dir", "drop"])
+check_number("drop", drop, lo=0, hi=1)
+df = load_sweeps(results_dir)
+Path(figures_dir).mkdir(parents=True, exist_ok=True)
+variants = [parse_variant(v) for v in sorted(df.variant.unique())]
+print(f"{len(variants)} variants, seeds {sorted(df.seed.unique())}")
+
+# %% [markdown]
+# ## Trained models
+
+# %%
+rows = []
+for path in sorted(Path(results_dir, "models").glob("*.npz")):
+    _, meta = load_params(path)
+    rows.append({"model": path.stem, "dropout_rate": meta["config"]["dropout_rate"],
+                 "steps": meta["config"]["steps"], "test_accuracy": meta["test_accuracy"]})  # fmt: skip
+models = pd.DataFrame(rows)
+display(models)
+if not models.empty:
+    display(
+        models.assign(kind=models.model.str.split("-").str[0])
+        .groupby("kind")
+        .test_accuracy.agg(["mean", "std", "min", "max"])
+    )
+
+# %% [markdown]
+# ## Figure 1: the blog's five variants, 0-20% pruned (corrected flavour, blog's logs dashed)
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+for ax in axes:
+    for family in SEED_FAMILIES:
+        v = seed_variant(family, as_published=False)
+        if v.name in set(df.variant):
+            plot_variant(ax, df, v)
+            plot_published(ax, family, v.color, max_pruned=20)
+style_axes(axes[0], xmax=20, title="One-shot pruning of the MNIST MLP, no retraining")
+style_axes(axes[1], xmax=20, title="the same, test accuracy 0.90-0.98")
+axes[1].set_ylim(0.90, 0.98)
+handles, labels = axes[0].get_legend_handles_labels()
+fig.legend(handles, labels, fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, 0.0))
+save_figure(fig, figures_dir, "fig1_seed_variants")
+plt.show()
+
+# %% [markdown]
+# ## Figure 2: OBD over all layers, with and without dropout, 0-100% pruned
+#
+# Layer-wise Optimal Brain Surgeon (which also updates the remaining weights) and random pruning
+# are shown for reference.
+
+# %%
+fig, ax = plt.subplots(figsize=(8, 5))
+for family in ("obd_global", "obd_global_dropout"):
+    v = seed_variant(family, as_published=False)
+    if v.name in set(df.variant):
+        plot_variant(ax, df, v)
+        plot_published(ax, family, v.color)
+for name, style in (("obs-layerwise-plain", "-."), ("obs-layerwise-dropout", "-."),
+                    ("random-global-plain", ":"), ("random-global-dropout", ":")):  # fmt: skip
+    if name in set(df.variant):
+        plot_variant(ax, df, parse_variant(name), linestyle=style)
+style_axes(ax, title="OBD (exact Hessian diagonal) over all layers; OBS and random for reference")
+ax.legend(fontsize=7, loc="lower left")
+save_figure(fig, figures_dir, "fig2_obd_dropout")
+plt.show()
+
+# %% [markdown]
+# ## Figure 3: the blog's code as published against the corrected saliencies
+#
+# Same training seeds, same pruning machinery; only the saliency differs. Dotted: our run of the
+# blog's published code (signed-weight "magnitude", Hessian row sum on 64 examples, biases pruned
+# too); solid: corrected (|w|, exact OBD diagonal, kernels only); dashed markers: the blog's logs.
+
+# %%
+fig, axes = plt.subplots(1, len(SEED_FAMILIES), figsize=(4 * len(SEED_FAMILIES), 4), sharey=True)
+for ax, family in zip(axes, SEED_FAMILIES, strict=True):
+    for as_published, style in ((False, "-"), (True, ":")):
+        v = seed_variant(family, as_published=as_published)
+        if v.name in set(df.variant):
+            plot_variant(ax, df, v, linestyle=style)
+    plot_published(ax, family, seed_variant(family, as_published=False).color)
+    style_axes(ax, title=FAMILY_LABELS[family])
+for ax in axes[1:]:
+    ax.set_ylabel("")
+styles = [
+    Line2D(
+        [], [], color="k", linestyle="-", label="corrected: |w| or exact OBD diagonal, kernels only"
+    ),
+    Line2D([], [], color="k", linestyle=":", label="the blog's code as published, re-run here"),
+    Line2D([], [], color="k", linestyle="--", marker=".", label="the blog's 2016 log"),
+]
+fig.legend(handles=styles, loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.08))
+n_seeds = df.seed.nunique()
+fig.suptitle(
+    f"As published vs corrected (mean over {n_seeds} training seeds, band: min-max)", y=1.03
+)
+save_figure(fig, figures_dir, "fig3_as_published_vs_corrected")
+plt.show()
+
+# %% [markdown]
+# ## Summary: largest fraction of weights pruned with at most `drop` accuracy loss
+
+# %%
+summary = summary_table(df, drop)
+write_text(Path(out_dir, "summary.md"), summary_markdown(summary, drop))
+write_text(Path(out_dir, "summary.csv"), summary.to_csv(index=False))
+display(Markdown(summary_markdown(summary, drop)))

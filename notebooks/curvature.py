@@ -1,0 +1,267 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Which curvature? OBD saliency with cheaper estimates of the Hessian diagonal
+#
+# OBD scores weight `k` by `0.5 d_k w_k^2`, with `d` the Hessian diagonal of the mean training loss.
+# The exact diagonal is cheap for this MLP (`obd.hessian`), but larger models use stand-ins. Here
+# each stand-in replaces `d` and is compared with the exact saliency: rank correlation, overlap of
+# the pruned sets, test accuracy after one-shot pruning (global, kernels only, no retraining), and
+# the wall time to compute it.
+#
+# | name | `d` | how |
+# |---|---|---|
+# | `exact` | Hessian diagonal | `obd.hessian.hessian_diag` (exact; for ReLU the Gauss-Newton diagonal) |
+# | `hutchinson-k` | Hutchinson, `k` probes | `mean_s v_s * (H v_s)`, Rademacher `v_s` (`obd.curvature.hutchinson_diags`); can be negative |
+# | `empirical-fisher` | empirical Fisher | `mean_n g_n^2`, per-example gradients at the true labels |
+# | `mc-fisher` | Monte-Carlo Fisher | the same with one label per example sampled from the model's softmax; unbiased for the Fisher = Gauss-Newton = (ReLU) exact diagonal |
+# | `adam-nu` | Adam's second moment | fresh `optax.scale_by_adam` (b1 0.9, b2 0.999, eps 1e-8) fed `adam_steps` gradients of the mean loss on batches of 64 drawn as in training, **learning rate 0** (weights fixed at the trained values); `nu` bias-corrected, `nu / (1 - b2^steps)` (jaxpruner's `adam-fisher` idea, which reuses the training optimizer's `nu`) |
+# | `seed-rowsum` | the blog's score | `obd.saliency` `"seed_obd"`: the Hessian row sum `H 1` of the loss summed over one random batch of 64, ranked signed, no `w^2` (the score itself, not `0.5 d w^2`) |
+# | `magnitude` | constant | `|w|`, for reference |
+#
+# All curvature estimates use the same examples as the exact diagonal (the training set, or its first
+# `hessian_examples` images), except `seed-rowsum`, which draws its 64 from the whole training set as
+# in the study. Times: compilation is kept apart (`obd.curvature.timed`: ahead-of-time compile, then
+# one timed run, `jax.block_until_ready`); `seed-rowsum` is timed on a second call.
+
+# %%
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+from obd import curvature as cv
+from obd.data import load_mnist
+from obd.hessian import hessian_diag
+from obd.io import atomic_path
+from obd.model import load_params
+from obd.params import check_no_unknown, check_number
+from obd.plots import save_figure
+from obd.prune import ranks as prune_ranks
+from obd.prune import sweep
+from obd.saliency import saliency
+from obd.study import tolerated_fraction
+
+_before = set(globals())
+
+# %% tags=["parameters"]
+model = "../results/models/plain-seed0.npz"
+hessian_examples = None  # None: all 60,000 training images; or the first N
+fractions = None  # accuracy curves; None: 0 to 100% in 2% steps
+overlap_fractions = [0.5, 0.8, 0.9]  # where the pruned sets are compared
+hutchinson_probes = [1, 10, 100]
+adam_steps = 1000  # ~1 epoch of batches of 64
+seed = 0  # PRNG seed of the probes, sampled labels, Adam batches and the seed's batch of 64
+figures_dir = "../scratch/figures"  # make reproduce writes figures/ and results/; by hand: scratch/
+out = "../scratch/curvature.csv"  # summary; the accuracy curves go to <out stem>-sweeps.csv
+
+# %%
+check_no_unknown(
+    globals(),
+    _before,
+    ["model", "hessian_examples", "fractions", "overlap_fractions", "hutchinson_probes",
+     "adam_steps", "seed", "figures_dir", "out"],
+)  # fmt: skip
+levels = np.round(np.linspace(0, 1, 51), 4) if fractions is None else np.asarray(fractions, float)
+if levels.ndim != 1 or levels.size == 0 or not np.all((levels >= 0) & (levels <= 1)):
+    raise ValueError(f"fractions must be a non-empty list of numbers in [0, 1], got {fractions!r}")
+if not overlap_fractions or not all(0 < float(f) <= 1 for f in overlap_fractions):
+    raise ValueError(f"overlap_fractions must be numbers in (0, 1], got {overlap_fractions!r}")
+if not hutchinson_probes:
+    raise ValueError("hutchinson_probes must list at least one probe count")
+for k in hutchinson_probes:
+    check_number("hutchinson_probes entry", k, lo=1, integer=True)
+check_number("adam_steps", adam_steps, lo=1, integer=True)
+check_number("seed", seed, lo=0, integer=True)
+if hessian_examples is not None:
+    check_number("hessian_examples", hessian_examples, lo=64, integer=True)
+if not str(out).endswith(".csv"):
+    raise ValueError(f"out must be a path ending in .csv, got {out!r}")
+sweeps_out = str(out)[: -len(".csv")] + "-sweeps.csv"
+Path(figures_dir).mkdir(parents=True, exist_ok=True)
+params, meta = load_params(model)
+x_train, y_train = load_mnist("train")
+x_test, y_test = load_mnist("test")
+n = len(x_train) if hessian_examples is None else hessian_examples
+x, y = jax.device_put(jnp.asarray(x_train[:n])), jax.device_put(jnp.asarray(y_train[:n]))
+key = jax.random.key(seed)
+print(f"model {Path(model).name} (dropout rate {meta['config']['dropout_rate']}), curvature on {n} "
+      f"training examples, {levels.size} pruning levels")  # fmt: skip
+
+# %% [markdown]
+# ## The estimates, each timed
+
+# %%
+diags, times = {}, {}
+t_all = time.perf_counter()
+diags["exact"], times["exact"] = cv.timed(hessian_diag, params, x, y)
+for k in sorted(set(hutchinson_probes)):
+    est, times[f"hutchinson-{k}"] = cv.timed(
+        cv.hutchinson_diags, params, x, y, jax.random.fold_in(key, 1), counts=(k,)
+    )
+    diags[f"hutchinson-{k}"] = est[k]  # fmt: skip
+diags["empirical-fisher"], times["empirical-fisher"] = cv.timed(
+    cv.empirical_fisher_diag, params, x, y
+)
+diags["mc-fisher"], times["mc-fisher"] = cv.timed(
+    cv.mc_fisher_diag, params, x, jax.random.fold_in(key, 2), num_samples=1
+)
+diags["adam-nu"], times["adam-nu"] = cv.timed(
+    cv.adam_nu_diag, params, x, y, jax.random.fold_in(key, 3), steps=adam_steps)  # fmt: skip
+for name, d in diags.items():
+    cv.finite_or_raise(name, d)
+scores = {name: saliency("obd", params, hdiag=d) for name, d in diags.items()}
+seed_key = jax.random.fold_in(key, 4)
+scores["seed-rowsum"], times["seed-rowsum"] = cv.timed(
+    lambda: saliency("seed_obd", params, key=seed_key, x=x_train, y=y_train, scope="global"),
+    jit=False,
+)
+scores["magnitude"] = saliency("magnitude", params)
+times["magnitude"] = {"compile_s": 0.0, "run_s": 0.0}  # fmt: skip
+print(f"all estimates in {time.perf_counter() - t_all:.1f} s (compilation included)")
+display(pd.DataFrame(times).T.round(3))
+
+# %% [markdown]
+# ## Agreement with the exact saliency, and accuracy after pruning
+#
+# `spearman`: rank correlation of the kernels' saliencies with the exact ones. `jaccard_f`: pruned
+# sets at fraction `f` (global, kernels only), intersection over union; `shared_f`: the fraction of
+# the exact saliency's pruned weights that this one prunes too. `tolerated`: the largest fraction
+# pruned with at most 1 point of test-accuracy loss. `negative`: the fraction of kernel curvature
+# estimates below zero (pruned first, whatever their weight).
+
+# %%
+summary = cv.compare_saliencies(scores, "exact", overlap_fractions)
+tables = []
+for name, s in scores.items():
+    tables.append(
+        sweep(params, s, levels, x_test, y_test).assign(variant=name, seed=int(meta["seed"]))
+    )
+sweeps = pd.concat(tables, ignore_index=True)
+tol = tolerated_fraction(sweeps).set_index("variant")
+summary["tolerated"] = summary.saliency.map(tol.tolerated_fraction)
+summary["acc_at_" + "_".join(f"{f:g}" for f in overlap_fractions)] = [
+    " / ".join(f"{a:.3f}" for a in sweeps[(sweeps.variant == name)].set_index("fraction")
+               .accuracy.reindex(np.round(overlap_fractions, 4), method="nearest"))
+    for name in summary.saliency
+]  # fmt: skip
+summary["negative"] = [
+    float((cv.kernel_vector(diags[name]) < 0).mean()) if name in diags else np.nan
+    for name in summary.saliency
+]
+summary["compile_s"] = summary.saliency.map(lambda s: times[s]["compile_s"])
+summary["run_s"] = summary.saliency.map(lambda s: times[s]["run_s"])
+summary = summary.assign(model=Path(model).stem, curvature_examples=n, seed=seed)
+with atomic_path(out) as tmp:
+    summary.to_csv(tmp, index=False)
+with atomic_path(sweeps_out) as tmp:
+    sweeps.rename(columns={"variant": "saliency"}).to_csv(tmp, index=False)
+print("wrote", out, "and", sweeps_out)
+with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 200):
+    display(summary.drop(columns=["model", "curvature_examples", "seed"]))
+
+# %% [markdown]
+# ## Figure 5: test accuracy after pruning with each curvature, overlap with the exact choice, and cost
+
+# %%
+STYLE = {"exact": dict(color="black", lw=2.5), "empirical-fisher": dict(color="tab:blue", ls="--"),
+         "mc-fisher": dict(color="tab:cyan", ls="-."), "adam-nu": dict(color="tab:green", ls=":", lw=2),
+         "seed-rowsum": dict(color="tab:brown"), "magnitude": dict(color="tab:gray", ls="--")}  # fmt: skip
+oranges = plt.cm.Oranges(np.linspace(0.45, 0.95, len(hutchinson_probes)))
+for c, k in zip(oranges, sorted(set(hutchinson_probes)), strict=True):
+    STYLE[f"hutchinson-{k}"] = dict(color=c)
+ranks = {name: cv.kernel_vector(prune_ranks(sc)) for name, sc in scores.items()}
+jac_levels = levels[(levels > 0) & (levels < 1)]
+
+
+def jaccard_curve(name):
+    """Jaccard index of the kernels pruned by ``name`` and by the exact saliency, per level."""
+    out = []
+    for f in jac_levels:
+        k = int(np.floor(f * ranks[name].size + 0.5))
+        a, b = ranks["exact"] < k, ranks[name] < k
+        out.append((a & b).sum() / max((a | b).sum(), 1))
+    return np.asarray(out)
+
+
+fig, axes = plt.subplots(1, 3, figsize=(19, 5.5), layout="constrained")
+for name in scores:
+    g = sweeps[sweeps.variant == name]
+    axes[0].plot(100 * g.fraction, g.accuracy, label=name, **STYLE[name])
+    if name != "exact":
+        axes[1].plot(100 * jac_levels, jaccard_curve(name), label=name, **STYLE[name])
+axes[0].set(
+    xlim=(0, 100),
+    ylim=(0, 1),
+    xlabel="weights pruned (%)",
+    ylabel="test accuracy",
+    title="one-shot pruning (global, kernels only), no retraining",
+)
+axes[1].set(xlim=(0, 100), ylim=(0, 1), xlabel="weights pruned (%)",
+            ylabel="Jaccard index of pruned sets (with exact)",
+            title="overlap with the weights the exact saliency prunes")  # fmt: skip
+for ax in axes[:2]:
+    ax.grid(alpha=0.3)
+handles, labels = axes[0].get_legend_handles_labels()
+fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=9)
+ax = axes[2]
+markers = iter("osD^v<>phX*")
+for r in summary.itertuples():
+    if r.saliency in ("magnitude", "exact"):
+        continue
+    ax.scatter(max(r.run_s, 1e-4), r.spearman, color=STYLE[r.saliency]["color"], s=60, zorder=3,
+               marker=next(markers), label=f"{r.saliency}: {r.spearman:.3f}, {r.run_s:.2f} s")  # fmt: skip
+ax.axvline(s_exact := times["exact"]["run_s"], color="black", lw=1, ls="--",
+           label=f"exact diagonal: {s_exact:.2f} s")  # fmt: skip
+ax.set_xscale("log")
+ax.set(xlabel="wall time to compute, compilation excluded (s, log scale)", ylim=(-0.05, 1.05),
+       ylabel="Spearman correlation with the exact OBD saliency",
+       title=f"agreement vs cost ({n} examples, {jax.devices()[0].platform.upper()})")  # fmt: skip
+ax.grid(alpha=0.3, which="both")
+ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+fig.suptitle(f"Which curvature for OBD? ({Path(model).stem})")
+save_figure(fig, figures_dir, "fig5_curvature")
+plt.show()
+
+# %% [markdown]
+# ## Conclusion, computed from the numbers above
+
+# %%
+s = summary.set_index("saliency")
+hi = max(overlap_fractions)
+jac = f"jaccard_{hi:g}"
+ranked = s.drop(index="exact").sort_values("spearman", ascending=False)
+good = [r for r in ranked.index if ranked.loc[r, "spearman"] >= 0.95]
+hutch = [f"hutchinson-{k}" for k in sorted(set(hutchinson_probes))]
+lines = [
+    f"* Exact diagonal: {s.loc['exact', 'run_s']:.2f} s for {n} examples; tolerates "
+    f"{100 * s.loc['exact', 'tolerated']:.0f}% pruned within 1 point of accuracy.",
+    "* Ranked by agreement (Spearman with exact; Jaccard of the pruned sets at "
+    f"{100 * hi:.0f}%; tolerated fraction; time): "
+    + "; ".join(f"{r} {ranked.loc[r, 'spearman']:.3f}, {ranked.loc[r, jac]:.3f}, "
+                f"{100 * ranked.loc[r, 'tolerated']:.0f}%, {ranked.loc[r, 'run_s']:.2f} s" for r in ranked.index) + ".",
+    f"* Saliencies within Spearman 0.95 of the exact one: {', '.join(good) or 'none'}.",
+    "* Hutchinson: " + ", ".join(
+        f"{k.split('-')[1]} probes: Spearman {s.loc[k, 'spearman']:.3f}, "
+        f"{100 * s.loc[k, 'negative']:.0f}% negative entries, {s.loc[k, 'run_s']:.2f} s" for k in hutch)
+    + ". Its error per entry is of the order of the off-diagonal row norm over sqrt(probes), large "
+      "against the small diagonal entries that decide which weights go first.",
+]  # fmt: skip
+display(Markdown("### Which curvature?\n\n" + "\n".join(lines)))
