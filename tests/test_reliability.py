@@ -220,7 +220,10 @@ def _notebook(folder: Path, params: str, body: str) -> Path:
     return path
 
 
-PARAMS = 'learning_rate = 1e-4\nsteps = 10\nuse = False\nout = "../scratch/x.csv"\nmodel = "m.npz"'
+PARAMS = (
+    'learning_rate = 1e-4\nsteps = 10\nuse = False\nout = "../scratch/x.csv"\nmodel = "m.npz"\n'
+    "drop = 0.01  # a comment papermill's own parser trips on (0.01 = 1 point)"
+)
 
 
 def test_runner_parses_numbers_as_numbers():
@@ -238,12 +241,16 @@ def test_runner_checks_parameter_types_before_any_kernel(tmp_path):
     ok = runner.check_parameters(nb, {"learning_rate": 1e-4, "steps": 3}, cwd=tmp_path)
     assert ok == {"learning_rate": 1e-4, "steps": 3}
     assert runner.check_parameters(nb, {"learning_rate": 1})["learning_rate"] == 1  # int: fine
+    assert runner.check_parameters(nb, {"drop": 0.02}) == {"drop": 0.02}
     for params, match in [
         ({"learning_rate": "1e-4x"}, r"learning_rate must be a number .* got '1e-4x' \(str\)"),
         ({"steps": 2.5}, r"steps must be an integer .* got 2\.5 \(float\)"),
         ({"steps": "10"}, r"steps must be an integer"),
         ({"use": 1}, r"use must be true or false"),
-        ({"stepz": 1}, r"unknown parameter\(s\) stepz; accepted: learning_rate, model, out, "),
+        (
+            {"stepz": 1},
+            r"unknown parameter\(s\) stepz; accepted: drop, learning_rate, model, out, st",
+        ),
     ]:
         with pytest.raises(ValueError, match=match):
             runner.check_parameters(nb, params)

@@ -81,15 +81,31 @@ def _resolve(value: Any, base: Path) -> Any:
 
 
 def notebook_defaults(notebook: str | os.PathLike) -> dict[str, Any]:
-    """The ``parameters`` cell's names and default values (``...`` where not a literal)."""
-    import papermill as pm
+    """The ``parameters`` cell's names and default values (``...`` where not a literal).
 
-    out = {}
-    for name, info in pm.inspect_notebook(str(notebook)).items():
-        try:
-            out[name] = ast.literal_eval(info["default"])
-        except (ValueError, SyntaxError):
-            out[name] = ...
+    Read with :mod:`ast` from the cell tagged ``parameters``: every top-level assignment to a
+    name. Empty when the notebook has no such cell or it does not parse (nothing is checked).
+    """
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        return {}
+    try:
+        tree = ast.parse(cells[0].source)
+    except SyntaxError:
+        return {}
+    out: dict[str, Any] = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        value = getattr(node, "value", None)
+        for target in targets:
+            if isinstance(target, ast.Name) and value is not None:
+                try:
+                    out[target.id] = ast.literal_eval(value)
+                except (ValueError, SyntaxError, TypeError):
+                    out[target.id] = ...
     return out
 
 
