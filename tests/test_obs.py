@@ -1,4 +1,5 @@
-"""Layer-wise Optimal Brain Surgeon (obd.obs): exactness against least squares, and the API."""
+"""Optimal Brain Surgeon (obd.obs): layer-wise OBS against least squares; global OBS against
+jax.hessian in float64, brute-force OBS on each block and a brute-force allocation; the API."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from obd import obs
-from obd.model import accuracy, init_mlp
+from obd.model import accuracy, init_mlp, loss, module_from_params
 from obd.prune import prune_counts, sweep
 
 
@@ -180,3 +181,232 @@ def test_bad_input_raises_value_error():
         obs.obs_sweep(params, x, [0.5], x[:, :3], np.zeros(len(x), np.int32))
     with pytest.raises(ValueError, match="fraction"):
         obs.obs_sweep(params, x, [0.5, -0.1], x, np.zeros(len(x), np.int32))
+
+
+# -- global OBS ----------------------------------------------------------------------------------
+
+
+def _deep_net(seed=0, sizes=(7, 6, 5, 4, 3), dtype=jnp.float64):
+    """A small net (zero biases, as initialised) and data with one input blank on every example."""
+    params = jax.tree.map(lambda a: jnp.asarray(a, dtype), init_mlp(jax.random.key(seed), sizes))
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(64, sizes[0])) + 0.3
+    x[:, 2] = 0.0
+    y = rng.integers(0, sizes[-1], len(x)).astype(np.int32)
+    return params, x.astype(np.dtype(dtype)), y
+
+
+def _kernel_hessian_blocks(params, x, y, activation):
+    """Per layer and unit, the block of jax.hessian of the loss for that unit's incoming weights."""
+    h = jax.hessian(lambda p: loss(p, x, y, activation=activation))(params)
+    out = []
+    for i in range(len(params)):
+        hk = np.asarray(h[i]["kernel"][i]["kernel"])  # [in, out, in, out]
+        out.append(np.stack([hk[:, o, :, o] for o in range(hk.shape[1])]))
+    return out
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("tile", [200, 2])
+def test_unit_blocks_equal_the_blocks_of_jax_hessian_float64(activation, tile, monkeypatch):
+    monkeypatch.setattr(obs, "_TILE", tile)  # 2: the symmetric tiling is exercised
+    with jax.enable_x64(True):
+        params, x, y = _deep_net(sizes=(7, 6, 5, 4, 3) if activation == "relu" else (5, 4, 6, 3))
+        params[1]["bias"] = params[1]["bias"] + 0.2  # nonzero biases are handled too
+        blocks = obs.unit_blocks(params, x, y, activation=activation, batch_size=9)  # 8 chunks
+        ref = _kernel_hessian_blocks(params, x, y, activation)
+    for b, r in zip(blocks, ref, strict=True):
+        assert b.dtype == np.float64 and b.shape == r.shape
+        np.testing.assert_allclose(b, r, rtol=1e-10, atol=1e-14)
+    assert np.all(blocks[0][:, 2, :] == 0) and np.all(blocks[0][:, :, 2] == 0)  # blank input
+
+
+def _brute_force_obs_step(w, h):
+    """Every single removal q solved directly: minimise 0.5 d^T H d subject to d_q = -w_q."""
+    costs, deltas = [], []
+    for q in range(len(w)):
+        rest = np.arange(len(w)) != q
+        d = np.zeros_like(w)
+        d[q] = -w[q]
+        d[rest] = np.linalg.solve(h[np.ix_(rest, rest)], -h[rest, q] * d[q])
+        costs.append(0.5 * d @ h @ d)
+        deltas.append(d)
+    q = int(np.argmin(costs))
+    return q, costs[q], w + deltas[q]
+
+
+def test_one_greedy_step_equals_brute_force_obs_on_the_block():
+    with jax.enable_x64(True):
+        params, x, y = _deep_net(seed=1)
+        blocks = obs.unit_blocks(params, x, y)
+        traces = obs.global_obs_traces(params, x, y, damping=0.05, blocks=blocks)
+    for layer, b, t in zip(params, blocks, traces, strict=True):
+        for o in range(b.shape[0]):
+            h = b[o] + 0.05 * np.trace(b[o]) / len(b[o]) * np.eye(len(b[o]))
+            q, cost, w1 = _brute_force_obs_step(np.asarray(layer["kernel"][:, o]), h)
+            assert int(t.order[o, 0]) == q
+            assert t.increments[o, 0] == pytest.approx(cost, rel=1e-9)
+            np.testing.assert_allclose(t.weights[o, 1], w1, rtol=1e-8, atol=1e-12)
+            # every later step is the brute-force step from the previous state on what remains
+            # (the compacted greedy matches step by step), and the increments add up
+            delta = t.weights[o, -1] - t.weights[o, 0]
+            assert 0.5 * delta @ h @ delta == pytest.approx(t.increments[o].sum(), rel=1e-8)
+
+
+def test_compacted_greedy_equals_the_plain_greedy():
+    rng = np.random.default_rng(3)
+    d = 150  # three stages: 150, 75, 38 -> ... (compacting twice)
+    a = rng.normal(size=(400, d))
+    hinv = np.linalg.inv(a.T @ a / 400 + 0.01 * np.eye(d))
+    w = rng.normal(size=d)
+    with jax.enable_x64(True):
+        ref = obs.obs_unit_trace(jnp.asarray(w), jnp.asarray(hinv))
+        got = obs.obs_unit_trace_compacted(jnp.asarray(w), jnp.asarray(hinv))
+    np.testing.assert_array_equal(got[1], ref[1])
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got[2], ref[2], rtol=1e-9, atol=1e-15)
+
+
+def _trace(increments):
+    inc = np.asarray(increments, np.float64)
+    out, d = inc.shape
+    order = np.tile(np.arange(d), (out, 1))
+    return obs.LayerTrace(np.zeros((out, d + 1, d)), order, inc)
+
+
+def _allocate_by_priority_queue(traces, k):
+    """Reference: k times, take the next removal of the unit whose next running-max increment is
+    least (ties: earlier layer, unit)."""
+    counts = [np.zeros(t.order.shape[0], int) for t in traces]
+    level = [np.zeros(t.order.shape[0]) for t in traces]
+    for _ in range(k):
+        best = None
+        for li, t in enumerate(traces):
+            for o in range(t.order.shape[0]):
+                j = counts[li][o]
+                if j < t.order.shape[1]:
+                    cost = max(level[li][o], t.increments[o, j])
+                    if best is None or cost < best[0]:
+                        best = (cost, li, o)
+        cost, li, o = best
+        counts[li][o] += 1
+        level[li][o] = cost
+    return counts
+
+
+def test_global_allocation_takes_the_cheapest_removal():
+    a, b = _trace([[1.0, 5.0, 2.0]]), _trace([[3.0, 4.0, 6.0], [0.5, 9.0, 0.1]])
+    # running max: a [1 5 5]; b [3 4 6], [0.5 9 9]
+    expected = {1: ([0], [0, 1]), 2: ([1], [0, 1]), 3: ([1], [1, 1]), 4: ([1], [2, 1]),
+                5: ([2], [2, 1]), 6: ([3], [2, 1]), 9: ([3], [3, 3])}  # fmt: skip
+    for k, (ca, cb) in expected.items():
+        got = obs.global_allocate([a, b], k)
+        np.testing.assert_array_equal(got[0], ca)
+        np.testing.assert_array_equal(got[1], cb)
+    rng = np.random.default_rng(0)
+    traces = [_trace(rng.exponential(size=(4, 6))), _trace(rng.exponential(size=(3, 5)) * 0.5)]
+    ks = np.arange(4 * 6 + 3 * 5 + 1)
+    counts = obs.global_allocate(traces, ks)
+    for k in ks:
+        ref = _allocate_by_priority_queue(traces, int(k))
+        for c, r in zip(counts, ref, strict=True):
+            np.testing.assert_array_equal(c[k], r)
+    with jax.enable_x64(True):  # on a real net: the first removal is the cheapest first step
+        params, x, y = _deep_net(seed=2)
+        real = obs.global_obs_traces(params, x, y)
+    first = obs.global_allocate(real, 1)
+    cheapest = min(float(t.increments[:, 0].min()) for t in real)
+    taken = [(li, o) for li, c in enumerate(first) for o in np.flatnonzero(c)]
+    assert len(taken) == 1
+    li, o = taken[0]
+    assert real[li].increments[o, 0] == cheapest
+
+
+@pytest.mark.parametrize("update", [True, False])
+def test_global_obs_sweep_levels_counts_and_one_pass(update):
+    params, x, y = _deep_net(seed=4, sizes=(12, 10, 8, 4), dtype=jnp.float32)
+    params[0]["bias"] = params[0]["bias"] + 0.1
+    fractions = [0.0, 0.25, 0.5, 0.9, 1.0]
+    traces = obs.global_obs_traces(params, x, y)
+    table = obs.global_obs_sweep(params, x, y, fractions, x, y, traces=traces, update=update)
+    assert isinstance(table, pd.DataFrame)
+    assert list(table.columns) == ["fraction", "pruned_fraction", "n_pruned", "accuracy", "loss"]
+    n = sum(int(np.size(p["kernel"])) for p in params)
+    np.testing.assert_array_equal(table.n_pruned, prune_counts(fractions, n))
+    assert table.accuracy.iloc[0] == pytest.approx(float(accuracy(params, x, y)))
+    for f, acc, ce in zip(fractions, table.accuracy, table.loss, strict=True):
+        pruned = obs.global_obs_prune(params, x, y, f, traces=traces, update=update)
+        assert float(accuracy(pruned, x, y)) == pytest.approx(acc, abs=1e-6)
+        assert float(loss(pruned, x, y)) == pytest.approx(ce, rel=1e-5)
+        zeros = sum(int((np.asarray(q["kernel"]) == 0).sum()) for q in pruned)
+        assert zeros == prune_counts(f, n)
+        for p, q in zip(params, pruned, strict=True):
+            np.testing.assert_array_equal(q["bias"], p["bias"])  # biases kept
+            if not update:  # mask only: the kept weights are the original ones
+                kept = np.asarray(q["kernel"]) != 0
+                np.testing.assert_array_equal(np.asarray(q["kernel"])[kept],
+                                              np.asarray(p["kernel"])[kept])  # fmt: skip
+    # the two flavours remove the same weights
+    with_update = obs.global_obs_prune(params, x, y, 0.5, traces=traces, update=True)
+    mask_only = obs.global_obs_prune(params, x, y, 0.5, traces=traces, update=False)
+    for p, q in zip(with_update, mask_only, strict=True):
+        np.testing.assert_array_equal(np.asarray(p["kernel"]) == 0, np.asarray(q["kernel"]) == 0)
+
+
+def test_global_obs_update_lowers_the_loss_at_low_sparsity(toy_data):
+    """On a trained net the quadratic model holds for small removals: with the update the loss
+    rises less than with the same mask alone, and the estimate tracks the actual increase."""
+    from obd.train import TrainConfig, train
+
+    x, y, _, _ = toy_data
+    cfg = TrainConfig(sizes=(20, 16, 3), steps=600, batch_size=50, chunk_steps=200)
+    params, _ = train(cfg, data=toy_data, progress=False)
+    traces = obs.global_obs_traces(params, x, y, damping=1e-3)
+    base = float(loss(params, x, y))
+    for f in (0.1, 0.2):
+        upd = float(loss(obs.global_obs_prune(params, x, y, f, traces=traces), x, y)) - base
+        mask = obs.global_obs_prune(params, x, y, f, traces=traces, update=False)
+        assert upd < float(loss(mask, x, y)) - base
+
+
+def test_global_obs_accepts_an_nnx_module():
+    params, x, y = _deep_net(seed=5, sizes=(6, 5, 3), dtype=jnp.float32)
+    module = module_from_params(params)
+    a = obs.global_obs_sweep(params, x, y, [0.0, 0.5], x, y)
+    b = obs.global_obs_sweep(module, x, y, [0.0, 0.5], x, y)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_global_obs_bad_input_raises_value_error():
+    params, x, y = _deep_net(seed=6, sizes=(6, 5, 3), dtype=jnp.float32)
+    sweep_ = obs.global_obs_sweep
+    with pytest.raises(ValueError, match="fraction"):
+        sweep_(params, x, y, [0.5, 1.5], x, y)
+    with pytest.raises(ValueError, match="damping"):
+        sweep_(params, x, y, [0.5], x, y, damping=-1.0)
+    with pytest.raises(ValueError, match="singular"):
+        sweep_(params, x, y, [0.5], x, y, damping=0.0)  # input 2 is blank
+    with pytest.raises(ValueError, match="update"):
+        sweep_(params, x, y, [0.5], x, y, update="yes")
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        sweep_(params, bad, y, [0.5], x, y)
+    with pytest.raises(ValueError, match="labels"):
+        sweep_(params, x, y + 5, [0.5], x, y)
+    with pytest.raises(ValueError, match="x must be"):
+        sweep_(params, x[:, :4], y, [0.5], x, y)
+    with pytest.raises(ValueError, match="x_test"):
+        sweep_(params, x, y, [0.5], x[:, :4], y)
+    with pytest.raises(ValueError, match="y_test"):
+        sweep_(params, x, y, [0.5], x, y[:-1])
+    with pytest.raises(ValueError, match="batch_size"):
+        obs.unit_blocks(params, x, y, batch_size=0)
+    with pytest.raises(ValueError, match="blocks"):
+        obs.global_obs_traces(params, x, y, blocks=obs.unit_blocks(params, x, y)[:1])
+    with pytest.raises(ValueError, match="traces"):
+        sweep_(params, x, y, [0.5], x, y, traces=obs.global_obs_traces(params, x, y)[:1])
+    with pytest.raises(ValueError, match="k must be"):
+        obs.global_allocate(obs.global_obs_traces(params, x, y), 10**6)
+    with pytest.raises(ValueError, match="single number"):
+        obs.global_obs_prune(params, x, y, [0.1, 0.2])
