@@ -30,6 +30,7 @@ SEED_FAMILIES = {
 COLORS = {
     "magnitude_layerwise": "tab:blue",
     "magnitude_global": "tab:orange",
+    "magnitude_global_dropout": "sandybrown",
     "obd_layerwise": "tab:green",
     "obd_global": "tab:red",
     "obd_global_dropout": "tab:purple",
@@ -45,6 +46,7 @@ COLORS = {
 FAMILY_LABELS = {
     "magnitude_layerwise": "magnitude, layer-wise",
     "magnitude_global": "magnitude, all layers",
+    "magnitude_global_dropout": "magnitude, all layers, dropout model",
     "obd_layerwise": "OBD, layer-wise",
     "obd_global": "OBD, all layers",
     "obd_global_dropout": "OBD, all layers, dropout model",
