@@ -184,9 +184,12 @@ with pd.option_context("display.float_format", "{:.3f}".format, "display.width",
 STYLE = {"exact": dict(color="black", lw=2.5), "empirical-fisher": dict(color="tab:blue", ls="--"),
          "mc-fisher": dict(color="tab:cyan", ls="-."), "adam-nu": dict(color="tab:green", ls=":", lw=2),
          "seed-rowsum": dict(color="tab:brown"), "magnitude": dict(color="tab:gray", ls="--")}  # fmt: skip
-oranges = plt.cm.Oranges(np.linspace(0.45, 0.95, len(hutchinson_probes)))
-for c, k in zip(oranges, sorted(set(hutchinson_probes)), strict=True):
-    STYLE[f"hutchinson-{k}"] = dict(color=c)
+# Hutchinson's estimates: clearly different hues and dashes, not shades of one colour
+HUTCHINSON = [("tab:orange", "-"), ("tab:purple", "--"), ("tab:pink", ":"), ("tab:olive", "-."),
+              ("tab:red", (0, (5, 1, 1, 1)))]  # fmt: skip
+for i, k in enumerate(sorted(set(hutchinson_probes))):
+    c, ls = HUTCHINSON[i % len(HUTCHINSON)]
+    STYLE[f"hutchinson-{k}"] = dict(color=c, ls=ls, lw=2)
 ranks = {name: cv.kernel_vector(prune_ranks(sc)) for name, sc in scores.items()}
 jac_levels = levels[(levels > 0) & (levels < 1)]
 
@@ -201,7 +204,11 @@ def jaccard_curve(name):
     return np.asarray(out)
 
 
-fig, axes = plt.subplots(1, 3, figsize=(19, 5.5), layout="constrained")
+# Sized for a ~1000 px wide page: two panels above, the cost panel below, 12-point text
+plt.rcParams.update({"font.size": 12, "legend.fontsize": 11})
+fig = plt.figure(figsize=(12, 10), layout="constrained")
+grid = fig.add_gridspec(2, 2)
+axes = [fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, :])]
 for name in scores:
     g = sweeps[sweeps.variant == name]
     axes[0].plot(100 * g.fraction, g.accuracy, label=name, **STYLE[name])
@@ -212,15 +219,15 @@ axes[0].set(
     ylim=(0, 1),
     xlabel="weights pruned (%)",
     ylabel="test accuracy",
-    title="one-shot pruning (global, kernels only), no retraining",
+    title="one-shot pruning, no retraining",
 )
 axes[1].set(xlim=(0, 100), ylim=(0, 1), xlabel="weights pruned (%)",
             ylabel="Jaccard index of pruned sets (with exact)",
-            title="overlap with the weights the exact saliency prunes")  # fmt: skip
+            title="overlap with what the exact saliency prunes")  # fmt: skip
 for ax in axes[:2]:
     ax.grid(alpha=0.3)
 handles, labels = axes[0].get_legend_handles_labels()
-fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=9)
+fig.legend(handles, labels, loc="outside upper center", ncol=5)
 ax = axes[2]
 markers = iter("osD^v<>phX*")
 for r in summary.itertuples():
@@ -233,12 +240,13 @@ ax.axvline(s_exact := times["exact"]["run_s"], color="black", lw=1, ls="--",
 ax.set_xscale("log")
 ax.set(xlabel="wall time to compute, compilation excluded (s, log scale)", ylim=(-0.05, 1.05),
        ylabel="Spearman correlation with the exact OBD saliency",
-       title=f"agreement vs cost ({n} examples, {jax.devices()[0].platform.upper()})")  # fmt: skip
+       title=f"agreement vs cost ({Path(model).stem}, {n} examples, "
+             f"{jax.devices()[0].platform.upper()})")  # fmt: skip
 ax.grid(alpha=0.3, which="both")
-ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-fig.suptitle(f"Which curvature for OBD? ({Path(model).stem})")
+ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
 save_figure(fig, figures_dir, "fig5_curvature")
 plt.show()
+plt.rcParams.update({"font.size": 10, "legend.fontsize": "medium"})  # matplotlib's defaults
 
 # %% [markdown]
 # ## Conclusion, computed from the numbers above

@@ -142,12 +142,12 @@ summary = at_levels.pivot_table(index="fraction", columns="method",
                                 values=["accuracy_pruned", "accuracy"], aggfunc="mean")  # fmt: skip
 summary = summary.dropna(axis=1, how="all")
 summary.index = [f"{100 * f:.2f}%" for f in summary.index]
-display(summary.round(4))
+display(summary.round(4).astype(object).where(summary.notna(), "-"))  # "-": not measured
 
 # %% [markdown]
 # ## Figure 6: accuracy against sparsity with and without retraining
 #
-# Lines are the mean over seeds; bands span the seeds' minimum to maximum. Hollow markers are the
+# Lines are the mean over the seeds run (the legend's n); with several seeds, bands span their minimum to maximum. Hollow markers are the
 # iterative runs right after each pruning round, before its retraining.
 
 # %%
