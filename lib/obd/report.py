@@ -78,6 +78,11 @@ FIGURES = {
         "repeat; one-shot OBD without retraining for comparison. Hollow markers: before each "
         "retraining.",
         "retrain", "retrain.csv"),
+    "fig7_blog_replay": (
+        "The blog on its own weights",
+        "The blog's published checkpoints pruned by its own code, replayed, against its logged "
+        "accuracies, one panel per run.",
+        "blog_replay", ""),
 }  # fmt: skip
 SOURCES = [
     ("The blog post: S. Shekkizhar (2016), Neural network compression using optimal brain damage",
@@ -96,7 +101,7 @@ SOURCES = [
      "https://arxiv.org/abs/2208.11580"),
 ]  # fmt: skip
 GROUPS = (
-    ("Comparison", ("compare",)),
+    ("Comparison with the blog", ("compare", "blog_replay")),
     ("Analyses beyond the blog", ("assumptions", "curvature", "retrain")),
     ("Pruning sweeps (one per variant, all seeds)", ("prune-",)),
     ("Training runs", ("train-",)),
@@ -218,6 +223,8 @@ def provenance(reports: Path) -> dict:
 
 def _seeds_note(results: Path, which: str) -> str:
     """How many training seeds a figure shows, read from the CSV it was drawn from."""
+    if not which:
+        return ""
     try:
         if which == "sweeps":
             n = int(pd.read_csv(results / "summary.csv").seeds.max())
@@ -262,11 +269,11 @@ def front_page(reports: Path, figures: Path, results: Path, pages: list[str], pr
         check = f"; check: {f.check}" if f.check else ""
         out.append(f"* **{f.title}.** {f.text}{link} *[{marks[f.held]}{check}]*")
     out.append("")
-    pngs = [p for p in _visible(figures.glob("fig*.png")) if p.stem in FIGURES]
+    pngs = _visible(figures.glob("fig*.png"))
     if pngs:
         out.append("## Figures\n")
     for png in pngs:
-        title, caption, page, which = FIGURES[png.stem]
+        title, caption, page, which = FIGURES.get(png.stem, (png.stem, "", "", ""))
         note = _seeds_note(results, which)
         made = f"Made by [{page}](notebooks/{page}.ipynb)." if page in pages else ""
         out += [f"```{{figure}} figures/{png.name}", f":alt: {title}", f":name: {png.stem}", "",
