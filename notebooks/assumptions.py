@@ -143,7 +143,9 @@ LINES = [  # column, label, style
 ]
 MODEL_STYLE = {"plain": dict(color="tab:red", label="no dropout"),
                "dropout": dict(color="tab:purple", label="dropout (keep 0.8)")}  # fmt: skip
-fig, axes = plt.subplots(2, 3, figsize=(16, 9), constrained_layout=True)
+# Sized for a ~1000 px wide page: 13-point text, one legend for the four quantities
+plt.rcParams.update({"font.size": 13, "legend.fontsize": 12})
+fig, axes = plt.subplots(2, 3, figsize=(16, 9.5), layout="constrained")
 for i, model_name in enumerate(models):
     for j, kind in enumerate(SALIENCIES):
         ax = axes[i, j]
@@ -154,7 +156,6 @@ for i, model_name in enumerate(models):
         ax.set(xlabel="weights pruned (%)", ylabel="change of mean training loss (nats)",
                title=f"{MODEL_STYLE[model_name]['label']}, pruned by {SALIENCIES[kind]}")  # fmt: skip
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
 for j, kind in enumerate(SALIENCIES):
     ax = axes[j, 2]
     for model_name in models:
@@ -165,10 +166,13 @@ for j, kind in enumerate(SALIENCIES):
     ax.set(xlabel="weights pruned (%)", ylabel="cross terms / diagonal terms",
            title=f"(b - a) / a, pruned by {SALIENCIES[kind]}")  # fmt: skip
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend()
+handles, labels = axes[0, 0].get_legend_handles_labels()
+fig.legend(handles, labels, loc="outside lower center", ncol=4)
 fig.suptitle("Is OBD's quadratic, diagonal prediction of the training-loss change right?")
 save_figure(fig, figures_dir, "fig4_obd_assumptions")
 plt.show()
+plt.rcParams.update({"font.size": 10, "legend.fontsize": "medium"})  # matplotlib's defaults
 
 
 # %% [markdown]
