@@ -13,8 +13,6 @@ from obd import blog2016 as blog
 from obd import blog2016_replay as rep
 from obd.model import accuracy
 
-jax.config.update("jax_enable_x64", True)
-
 TINY = (6, 4, 3, 3)  # two hidden layers: the same code paths as the blog's five layers
 
 needs_blog = pytest.mark.skipif(
@@ -188,7 +186,8 @@ def test_unpruned_accuracy_equals_the_first_logged_line(tutorial, run, expected)
 
 
 def _dense_row_sums(params, x, y, sizes, layout, loss):
-    """Reference: the dense float64 Hessian of the blog's loss by jax.hessian, row-summed."""
+    """Reference: the dense float64 Hessian of the blog's loss by jax.hessian, row-summed.
+    Call inside ``jax.enable_x64(True)``."""
     flat0 = jnp.asarray(blog.flat_from_params(params), jnp.float64)
     xj, yj = jnp.asarray(x, jnp.float64), jax.nn.one_hot(y, sizes[-1], dtype=jnp.float64)
 
@@ -204,6 +203,7 @@ def _dense_row_sums(params, x, y, sizes, layout, loss):
         return -jnp.sum(yj * logp)
 
     hess = np.asarray(jax.hessian(f)(flat0))
+    assert hess.dtype == np.float64
     if layout == "flat":
         return [hess.sum(1)]
     # split: the blocks of W_1, b_1, W_2, ... on the diagonal, each row-summed within its block
@@ -228,7 +228,8 @@ def test_row_sums_equal_dense_jax_hessian_in_float64(layout, loss):
     got, value = rep.hessian_row_sums(
         variables, x, y, layout=layout, sizes=sizes, dtype="float64", loss=loss
     )
-    want = _dense_row_sums(params, x, y, sizes, layout, loss)
+    with jax.enable_x64(True):
+        want = _dense_row_sums(params, x, y, sizes, layout, loss)
     assert len(got) == len(want) == (1 if layout == "flat" else 6)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)
