@@ -124,3 +124,21 @@ def test_analysis_findings_from_their_csvs(results):
 def test_cli_rejects_a_missing_results_folder(tmp_path, capsys):
     assert findings.main(["--results", str(tmp_path / "nope")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_readme_blocks_are_filled_from_results(results, tmp_path):
+    (results / "summary.md").write_text("| variant |\n|---|\n| OBD |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "intro\n<!-- summary-table -->\nold table\n<!-- /summary-table -->\n"
+        "## Findings\n<!-- findings -->\ntyped by hand: 99%\n<!-- /findings -->\nend\n"
+    )
+    assert findings.fill_readme(readme, results) == ["findings", "summary-table"]
+    text = readme.read_text()
+    assert "typed by hand" not in text and "old table" not in text
+    assert (
+        "| OBD |" in text and "66.0 ± 1.4%" in text and text.endswith("<!-- /findings -->\nend\n")
+    )
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="no generated block"):
+        findings.fill_readme(readme, results)

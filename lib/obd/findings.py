@@ -6,7 +6,8 @@ wrote: the pruning sweeps (``sweeps/*.csv``), ``assumptions.csv``, ``curvature.c
 a finding whose inputs are missing is reported as not checked.
 
 ``python -m obd.findings --results DIR`` writes ``DIR/findings.json`` and ``DIR/findings.md``
-and prints how many held.
+and prints how many held; ``--readme README.md`` also rewrites the README's generated blocks
+(``<!-- findings -->`` and ``<!-- summary-table -->``) from the same numbers.
 """
 
 from __future__ import annotations
@@ -330,15 +331,46 @@ def write(results: str | Path) -> list[Finding]:
     return found
 
 
+def fill_readme(readme: str | Path, results: str | Path) -> list[str]:
+    """Replace the generated blocks of ``readme`` with this run's numbers; return their names.
+
+    A block lies between ``<!-- NAME -->`` and ``<!-- /NAME -->``: ``findings`` (from
+    :func:`to_markdown`) and ``summary-table`` (``results/summary.md``, written by compare.ipynb).
+    """
+    readme, results = Path(readme), Path(results)
+    text = readme.read_text()
+    blocks = {"findings": to_markdown(compute(results))}
+    if (results / "summary.md").is_file():
+        blocks["summary-table"] = (results / "summary.md").read_text()
+    filled = []
+    for name, body in blocks.items():
+        start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+        i, j = text.find(start), text.find(end)
+        if i < 0 or j < i:
+            continue
+        text = text[: i + len(start)] + "\n" + body.strip("\n") + "\n" + text[j:]
+        filled.append(name)
+    if not filled:
+        raise ValueError(
+            f"{readme} has no generated block: mark one with <!-- findings --> ... "
+            "<!-- /findings --> or <!-- summary-table --> ... <!-- /summary-table -->"
+        )
+    write_text(readme, text)
+    return filled
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     p = argparse.ArgumentParser(prog="python -m obd.findings", description=__doc__.split("\n")[0])
     p.add_argument("--results", type=Path, required=True, help="the results folder")
+    p.add_argument("--readme", type=Path, help="also fill this file's generated blocks")
     args = p.parse_args(argv)
     if not args.results.is_dir():
         print(f"error: results folder {args.results} does not exist", file=sys.stderr)
         return 1
     found = write(args.results)
+    if args.readme:
+        print(f"filled {', '.join(fill_readme(args.readme, args.results))} in {args.readme}")
     held, checked = tally(found)
     for f in found:
         mark = {True: "✓", False: "✗", None: "·"}[f.held]
