@@ -78,19 +78,15 @@ def test_loader_reads_both_layouts_from_v1_checkpoints(tmp_path, layout):
     if layout == "flat":
         tensors = {"inference/variables": blog.flat_from_params(params)}
     else:
-        names = ["1", "final"] if len(TINY) == 3 else ["1", "2", "final"]
+        names = blog.layer_names(len(TINY) - 1)
         tensors = {}
         for n, p in zip(names, params, strict=True):
             tensors[f"inference/W_{n}"] = p["kernel"].ravel()
             tensors[f"inference/b_{n}"] = p["bias"]
     tensors["beta1_power"] = np.float32(0.9)  # Adam's bookkeeping is ignored
     _write_v1_checkpoint(tmp_path / "model.ckpt", tensors)
-    old = blog.LAYER_NAMES
-    try:
-        blog.LAYER_NAMES = ("1", "2", "final")
-        loaded = blog.load_blog_checkpoint(tmp_path / "model.ckpt", TINY)
-    finally:
-        blog.LAYER_NAMES = old
+    assert blog.layer_names(5) == blog.LAYER_NAMES
+    loaded = blog.load_blog_checkpoint(tmp_path / "model.ckpt", TINY)
     for a, b in zip(loaded, params, strict=True):
         np.testing.assert_array_equal(a["kernel"], b["kernel"])
         np.testing.assert_array_equal(a["bias"], b["bias"])

@@ -46,6 +46,13 @@ OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWA
 
 SIZES: tuple[int, ...] = (784, 50, 50, 50, 50, 10)
 LAYER_NAMES: tuple[str, ...] = ("1", "2", "3", "4", "final")
+
+
+def layer_names(n_layers: int) -> tuple[str, ...]:
+    """The split scripts' layer suffixes: ``1..n-1``, then ``final`` (``W_1``, ..., ``W_final``)."""
+    return tuple(str(i) for i in range(1, n_layers)) + ("final",)
+
+
 #: The tutorial reader held out the first 5,000 training images as its validation set.
 VALIDATION_SIZE = 5000
 #: MNIST's first training and test labels in the original IDX order (a check of the order).
@@ -214,7 +221,8 @@ def params_from_tensors(tensors: dict[str, np.ndarray], sizes: tuple[int, ...] =
     """
     if "inference/variables" in tensors:
         return params_from_flat(np.asarray(tensors["inference/variables"], np.float32), sizes)
-    names = [f"inference/{kind}_{n}" for n in LAYER_NAMES for kind in ("W", "b")]
+    suffixes = layer_names(len(sizes) - 1)
+    names = [f"inference/{kind}_{n}" for n in suffixes for kind in ("W", "b")]
     missing = [n for n in names if n not in tensors]
     if missing:
         raise ValueError(
@@ -223,7 +231,7 @@ def params_from_tensors(tensors: dict[str, np.ndarray], sizes: tuple[int, ...] =
         )
     kernels, biases = _split_sizes(sizes)
     variables = []
-    for n, nk, nb in zip(LAYER_NAMES, kernels, biases, strict=True):
+    for n, nk, nb in zip(suffixes, kernels, biases, strict=True):
         w = np.asarray(tensors[f"inference/W_{n}"], np.float32).ravel()
         b = np.asarray(tensors[f"inference/b_{n}"], np.float32).ravel()
         if w.size != nk or b.size != nb:
