@@ -52,7 +52,7 @@ calibration_examples = 10000  # the first N training images give the layers' inp
 damping = 0.01  # added to diag(H): damping * mean(diag H)
 allocation = "layer"  # layer | unit: how a layer's removals are shared among its units
 fractions = None  # None: 0..1 in 1% steps; or a list of fractions
-out = "../results/sweeps/obs-layerwise-plain.csv"
+out = "../scratch/sweeps/obs-layerwise-plain.csv"  # make reproduce writes results/sweeps/
 
 # %%
 check_no_unknown(
