@@ -44,7 +44,6 @@ TINY: dict[str, dict] = {
 }
 #: Notebooks whose defaults are still being moved to scratch/ by their owners.
 PENDING = {
-    "obs": "obs.ipynb's default `out` still points into results/sweeps/",
     "blog_replay": "needs the blog's checkpoints (shared/data/blog2016) in the copy; not wired yet",
 }
 
