@@ -369,12 +369,23 @@ def test_global_obs_update_lowers_the_loss_at_low_sparsity(toy_data):
         assert upd < float(loss(mask, x, y)) - base
 
 
-def test_global_obs_accepts_an_nnx_module():
+def test_global_obs_accepts_nnx_models():
+    from flax import nnx
+
+    from obd import nets
+
     params, x, y = _deep_net(seed=5, sizes=(6, 5, 3), dtype=jnp.float32)
-    module = module_from_params(params)
     a = obs.global_obs_sweep(params, x, y, [0.0, 0.5], x, y)
-    b = obs.global_obs_sweep(module, x, y, [0.0, 0.5], x, y)
+    b = obs.global_obs_sweep(module_from_params(params), x, y, [0.0, 0.5], x, y)
     pd.testing.assert_frame_equal(a, b)
+    seq = nets.mlp((6, 5, 4, 3), rngs=nnx.Rngs(0), activation=jax.nn.leaky_relu)
+    plain = [{"kernel": layer.kernel[...], "bias": layer.bias[...]} for layer in seq.layers
+             if isinstance(layer, nnx.Linear)]  # fmt: skip
+    c = obs.global_obs_sweep(seq, x, y, [0.0, 0.3, 0.7], x, y)
+    d = obs.global_obs_sweep(plain, x, y, [0.0, 0.3, 0.7], x, y, activation="leaky_relu")
+    pd.testing.assert_frame_equal(c, d)
+    with pytest.raises(ValueError, match="dense layers"):
+        obs.global_obs_sweep(nets.lenet5(nnx.Rngs(0)), x, y, [0.5], x, y)
 
 
 def test_global_obs_bad_input_raises_value_error():

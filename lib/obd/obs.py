@@ -476,6 +476,40 @@ def _block_sums(params, x, y, cols, *, activation: str, chunk: int, n_chunks: in
     return jax.lax.fori_loop(0, n_chunks, body, zeros)
 
 
+def _as_dense(params, activation: str) -> tuple[Params, str]:
+    """Plain dense-layer params and the activation's name, from the plain pytree, an
+    ``obd.model.MLP`` or an ``nnx.Sequential`` of ``nnx.Linear`` layers with one elementwise
+    activation between each two (e.g. ``obd.nets.mlp``, ``lenet_300_100``); ``ValueError`` for
+    anything else. A Linear without bias gets a zero bias (it is kept, never pruned)."""
+    if isinstance(params, MLP):
+        return params_from_module(params), activation
+    from obd import network
+
+    if not network.is_module(params):
+        return params, activation
+    net, layers, _ = network.as_network(params)
+    ops = net.ops
+    dense = [op for op in ops if isinstance(op, network.Dense)]
+    acts = {op.name for op in ops if isinstance(op, network.Act)}
+    pattern = all(
+        isinstance(op, network.Dense if i % 2 == 0 else network.Act) for i, op in enumerate(ops)
+    )
+    if not (net.dense_only and pattern and isinstance(ops[-1], network.Dense) and len(acts) <= 1):
+        raise ValueError(
+            "global OBS needs dense layers with one activation between each two "
+            "(nnx.Linear, activation, nnx.Linear, ...); got "
+            + ", ".join(type(op).__name__ for op in ops)
+        )
+    name = acts.pop() if acts else activation
+    activation_fn(name)  # ValueError naming the accepted activations
+    out = []
+    for op in dense:
+        layer = layers[op.slot]
+        bias = layer.get("bias", jnp.zeros(layer["kernel"].shape[1], layer["kernel"].dtype))
+        out.append({"kernel": layer["kernel"], "bias": bias})
+    return out, name
+
+
 def _prepare_global(params: Params, x, y, activation: str):
     """Validate; return float params (one dtype), ``x``, ``y`` as arrays."""
     if isinstance(params, MLP):
@@ -513,6 +547,7 @@ def unit_blocks(
     every example (blank pixels, dead units) have zero rows and columns and are not computed.
     Work is done in the parameters' dtype; the blocks are returned as NumPy arrays of that dtype.
     """
+    params, activation = _as_dense(params, activation)
     params, x, y = _prepare_global(params, x, y, activation)
     act = activation_fn(activation)
     # Columns that are nonzero on some example, from one forward pass (in chunks).
@@ -580,8 +615,10 @@ def damped_inverses(blocks: np.ndarray, damping: float = GLOBAL_DAMPING) -> np.n
         c = np.linalg.cholesky(h)
     except np.linalg.LinAlgError:
         raise ValueError(
-            "a unit's Hessian block is singular (inputs that are zero on every example, or fewer "
-            "examples than inputs): use damping > 0"
+            "a unit's damped Hessian block is not positive definite: blocks are singular when "
+            "inputs are zero on every example or there are fewer examples than inputs (use "
+            "damping > 0), and for activations that are not piecewise linear the exact block can "
+            "have negative curvature (use a larger damping)"
         ) from None
     c_inv = np.linalg.inv(c)
     return np.swapaxes(c_inv, 1, 2) @ c_inv
@@ -664,10 +701,9 @@ def global_obs_traces(
     them.
     """
     _check_damping(damping)
+    params, activation = _as_dense(params, activation)
     if blocks is None:
         blocks = unit_blocks(params, x, y, activation=activation, batch_size=batch_size)
-    if isinstance(params, MLP):
-        params = params_from_module(params)
     sizes = layer_sizes(params)
     if len(blocks) != len(params) or any(
         np.shape(b) != (o, i, i) for b, i, o in zip(blocks, sizes[:-1], sizes[1:], strict=True)
@@ -758,8 +794,7 @@ def global_obs_prune(
     f = np.asarray(fraction, np.float64)
     if f.ndim != 0:
         raise ValueError(f"fraction must be a single number in [0, 1], got {fraction!r}")
-    if isinstance(params, MLP):
-        params = params_from_module(params)
+    params, activation = _as_dense(params, activation)
     if traces is None:
         traces = global_obs_traces(params, x, y, damping=damping, activation=activation)
     _check_traces(params, traces)
@@ -799,10 +834,11 @@ def global_obs_sweep(
     :func:`global_allocate`; ``update=False`` keeps the same removals without the weight update.
     One greedy pass serves every level; ``traces`` (from :func:`global_obs_traces`) skips it.
     Biases are kept. The columns are those of :func:`obd.prune.sweep`: ``fraction``,
-    ``pruned_fraction``, ``n_pruned``, ``accuracy``, ``loss``.
+    ``pruned_fraction``, ``n_pruned``, ``accuracy``, ``loss``. ``params`` is the plain list of
+    dense layers (``activation`` between them), an ``obd.model.MLP``, or an ``nnx.Sequential`` of
+    ``nnx.Linear`` layers with one activation between each two (which it carries itself).
     """
-    if isinstance(params, MLP):
-        params = params_from_module(params)
+    params, activation = _as_dense(params, activation)
     sizes = layer_sizes(params)
     fractions = _fractions(fractions)
     _check_damping(damping)
