@@ -166,7 +166,7 @@ def test_bad_inputs():
         hessian_diag(params, x[0], y)
     with pytest.raises(ValueError, match="y must be integer labels of shape"):
         hessian_diag(params, x, y[:4])
-    with pytest.raises(ValueError, match="y must be integer labels of shape"):
+    with pytest.raises(ValueError, match="y must be integer class labels, got dtype float32"):
         hessian_diag(params, x, y.astype(jnp.float32))
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         hessian_diag(params, x, y, batch_size=0)
