@@ -112,13 +112,48 @@ def test_analysis_findings_from_their_csvs(results):
                             ("oneshot_obd", 0.089))]  # fmt: skip
     pd.DataFrame(retrain).to_csv(results / "retrain.csv", index=False)
     found = {f.key: f for f in findings.write(results)}
-    assert all(f.held for f in found.values()), [f.text for f in found.values() if not f.held]
+    checked = [f for f in found.values() if f.held is not None]
+    assert all(f.held for f in checked), [f.text for f in checked if not f.held]
     assert "1.30 without dropout, 0.90 with" in found["cross-terms"].text
     assert "0.996-0.997" in found["curvature"].text and "100 probes" in found["curvature"].text
     assert "90.6 ± 0.0%" in found["retrain"].text
     doc = json.loads((results / "findings.json").read_text())
     assert doc["tally"] == {"held": 11, "checked": 11}
     assert (results / "findings.md").read_text().startswith("11 of 11 checked findings held")
+
+
+def test_global_obs_and_blog_replay_findings(tmp_path):
+    root = tmp_path / "results"
+    curves = {}
+    for model in ("plain", "dropout"):
+        curves |= {
+            f"obs-global-{model}": [_cliff(0.93), _cliff(0.92)],
+            f"obs_mask-global-{model}": [_cliff(0.85), _cliff(0.84)],
+            f"obd-global-{model}": [_cliff(0.65), _cliff(0.66)],
+            f"magnitude-global-{model}": [_cliff(0.40), _cliff(0.41)],
+            f"obs-layerwise-{model}": [_cliff(0.70), _cliff(0.85)],
+        }
+    _write_sweeps(root, curves)
+    levels = [1, 2, 30, 40]
+    logged = [0.9656, 0.9656, 0.9601, 0.5]
+    rows = [dict(run=r, percent_pruned=p, logged_accuracy=a, replay_median=a, replay_min=a,
+                 replay_max=a, n_draws=n)
+            for r, n in (("run_magnitude_layerwise_prune", 1), ("run_obd_all_layers_prune", 20))
+            for p, a in zip(levels, logged, strict=True)]  # fmt: skip
+    pd.DataFrame(rows).to_csv(root / "blog_replay.csv", index=False)
+    found = {f.key: f for f in findings.compute(root)}
+    assert found["global-obs"].held is True, found["global-obs"].text
+    assert found["blog-replay"].held is True, found["blog-replay"].text
+    assert "4 of 4 logged levels" in found["blog-replay"].text
+    assert "3 of 3 levels from 1% to 30% in every one of its 20" in found["blog-replay"].text
+    # layer-wise OBS ahead at 95% on one seed: the claim must fail
+    _write_sweeps(tmp_path / "again", curves | {"obs-layerwise-plain": [_cliff(0.7), _cliff(0.96)]})
+    (tmp_path / "again" / "blog_replay.csv").write_text(
+        (root / "blog_replay.csv").read_text().replace("0.9601,0.9601", "0.9601,0.9611", 1)
+    )
+    again = {f.key: f for f in findings.compute(tmp_path / "again")}
+    assert again["global-obs"].held is False
+    assert again["blog-replay"].held is False
 
 
 def test_cli_rejects_a_missing_results_folder(tmp_path, capsys):
