@@ -41,11 +41,18 @@ TINY: dict[str, dict] = {
     },  # fmt: skip
     "compare": {},
     "global_obs": {"fractions": [0, 0.5], "hessian_examples": 500},
+    "blog_replay": {
+        "draws": 1,
+        "permutation_draws": 1,
+        "max_percent": 3,
+        "overflow_batches": 5,
+        "corrected_runs": [],
+        "obs_calibration_examples": 0,
+        "hessian_examples": 500,
+    },  # fmt: skip
 }
 #: Notebooks whose defaults are still being moved to scratch/ by their owners.
-PENDING = {
-    "blog_replay": "needs the blog's checkpoints (shared/data/blog2016) in the copy; not wired yet",
-}
+PENDING: dict[str, str] = {}
 
 
 def _mnist_reachable() -> bool:
@@ -109,6 +116,11 @@ def test_defaults_leave_results_and_figures_unchanged(tree, path):
         pytest.fail(f"add tiny size parameters for {path.name} to TINY in {Path(__file__).name}")
     if path.stem in PENDING:
         pytest.xfail(PENDING[path.stem])
+    if path.stem == "blog_replay":
+        from obd import blog2016
+
+        if not blog2016.blog_available():
+            pytest.skip(f"the blog's files are not here (set {blog2016.ENV_VAR})")
     before = {d: _digest(tree / d) for d in ("results", "figures")}
     shutil.rmtree(tree / "scratch", ignore_errors=True)
     report = tree / "reports" / path.stem
