@@ -41,7 +41,7 @@ def plot_hessian(df: pd.DataFrame, directory: str | os.PathLike) -> list[Path]:
         "fast": 'exact diagonal\nmethod="fast"',
         "hvp": 'exact diagonal\nmethod="hvp"',
         "hvp_single": "one HVP",
-        "naive_all": "naive: one HVP per\nparameter (45,360)",
+        "naive_all": "naive: one HVP per\nparameter (47,410)",
     }
     r = h.loc[names]
     fig, ax = plt.subplots(figsize=(7, 4))

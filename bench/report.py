@@ -108,7 +108,7 @@ def _hessian(df: pd.DataFrame) -> list[str]:
     n = int(h.loc["grad", "size"])
     out = [
         "",
-        f"**Hessian diagonal of the seed MLP (784-50-50-50-50-10, 45,360 parameters), "
+        f"**Hessian diagonal of the seed MLP (784-50-50-50-50-10, 47,410 parameters), "
         f"{n:,} examples**",
         "",
     ]
