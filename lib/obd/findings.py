@@ -371,7 +371,8 @@ def to_markdown(findings: list[Finding]) -> str:
     for f in findings:
         mark = {True: "held", False: "DID NOT HOLD", None: "not checked"}[f.held]
         check = f" Check: {f.check}." if f.check else ""
-        lines.append(f"* **{f.title}.** {f.text} *[{mark}.{check}]*")
+        title = f.title if f.title.endswith(("?", "!", ".")) else f"{f.title}."
+        lines.append(f"* **{title}** {f.text} *[{mark}.{check}]*")
     return "\n".join(lines) + "\n"
 
 
