@@ -254,3 +254,4 @@ BENCH_ARGS := $(if $(filter 1,$(BENCH_QUICK)),--quick --out quick/bench --figure
 .PHONY: bench
 bench: $(STAMP)  ## Time the Hessian diagonal, its growth and the pipeline (BENCH_QUICK=1: smoke run).
 	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/convnet.py $(if $(filter 1,$(BENCH_QUICK)),--quick --out quick/bench,--examples 1464 --out bench)

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         "--examples", type=int, default=60_000, help="training images for item 1 (default: all)"
     )
     args = parser.parse_args(argv)
-    n_full, rounds = (2_000, 2) if args.quick else (args.examples, 3)
+    n_full, rounds = (732, 2) if args.quick else (args.examples, 3)
     growth = tuple(n_full // d for d in (8, 4, 2))  # + n_full, from item 1
     n_smooth = 4
 
