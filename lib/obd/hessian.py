@@ -59,7 +59,16 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, PartitionSpec
 
 from obd.checks import check_examples
-from obd.network import Act, Conv, Dense, Network, Params, as_network, input_check
+from obd.network import (
+    Act,
+    Conv,
+    Dense,
+    Network,
+    Params,
+    as_network,
+    input_check,
+    to_params,
+)
 
 METHODS: tuple[str, ...] = ("exact", "fast", "hvp", "bruteforce", "hutchinson")
 #: Examples per chunk for dense-only networks. Small chunks keep the intermediates in the CPU
@@ -391,13 +400,10 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def _per_example_elements(net: Network, params: Params, x_shape) -> int:
-    """Largest per-example intermediate of the factored method, in elements, for ``C`` columns."""
-    shapes = jax.eval_shape(
-        lambda p, a: _forward(net, p, a)[0], params, jax.ShapeDtypeStruct((1, *x_shape[1:]), "f4")
-    )
-    c = np.shape(params[-1]["kernel"])[-1]
-    act = max(int(np.prod(s.shape[1:])) for s in shapes)
+def _per_example_elements(net: Network, params: Params, x_shape) -> tuple[int, int]:
+    """Per example: the largest operation input and the largest convolution kernel, in elements
+    (the factored method's intermediates are ``C`` times their sum)."""
+    inputs = [int(np.prod(x_shape[1:]))] + net.output_sizes(params, x_shape)[:-1]
     conv = max(
         (
             int(np.prod(params[op.slot]["kernel"].shape))
@@ -406,7 +412,7 @@ def _per_example_elements(net: Network, params: Params, x_shape) -> int:
         ),
         default=0,
     )
-    return c * (act + conv)
+    return max(inputs), conv
 
 
 class _Prepared:
@@ -425,21 +431,19 @@ class _Prepared:
         self.x, self.y = x, y
         self.devices = _device_count(len(x))
         n = -(-len(x) // self.devices)  # examples per device
+        act, conv = _per_example_elements(self.net, self.params, x.shape)
         if batch_size is None:
             if self.net.dense_only:
                 batch_size = DEFAULT_BATCH_SIZE
             else:
-                per = _per_example_elements(self.net, self.params, x.shape)
+                per = num_classes * (act + conv)
                 batch_size = max(1, min(DEFAULT_BATCH_SIZE, MEMORY_BUDGET // per))
         batch_size = _positive_int("batch_size", batch_size)
         self.n_chunks = -(-n // batch_size)
         self.chunk = -(-n // self.n_chunks)
         if self.devices > 1:  # every device gets chunk * n_chunks rows; the chunk must fit
             self.chunk = min(self.chunk, n)
-        act_elems = _per_example_elements(self.net, self.params, x.shape) // max(
-            1, int(np.shape(params[-1]["kernel"])[-1])
-        )
-        self.block = max(1, MEMORY_BUDGET // max(1, self.chunk * act_elems))
+        self.block = max(1, MEMORY_BUDGET // max(1, self.chunk * (act + conv)))
 
     def run(self, kind: str, extra: Any = None, num: int = 0) -> Params:
         return _mean_over_chunks(
@@ -532,8 +536,6 @@ def hvp(
     """Hessian-vector product ``H v`` of the mean loss of ``model`` on ``(x, y)``
     (forward-over-reverse), summed over chunks of at most ``batch_size`` examples; ``v`` is
     shaped like the parameters (a list for the plain pytree, an ``nnx.State`` for NNX)."""
-    from obd.network import to_params
-
     prep = _Prepared(model, x, y, activation, batch_size)
     v = to_params(model, v, "v")
     v = jax.tree.map(lambda a, p: jnp.asarray(a, p.dtype), v, prep.params)

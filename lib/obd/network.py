@@ -162,6 +162,20 @@ class Network:
             h = self.apply_op(op, params, h)
         return h
 
+    def output_sizes(self, params: Params, x_shape: tuple[int, ...]) -> list[int]:
+        """Elements per example of every operation's output (shapes only, nothing computed)."""
+        dtype = jax.tree.leaves(params)[0].dtype
+        sizes: list[int] = []
+
+        def forward(p, a):
+            for op in self.ops:
+                a = self.apply_op(op, p, a)
+                sizes.append(int(np.prod(a.shape[1:])))
+            return a
+
+        jax.eval_shape(forward, params, jax.ShapeDtypeStruct((1, *x_shape[1:]), dtype))
+        return sizes
+
 
 def pool(kind: str, window, strides=None) -> Pool:
     """A :class:`Pool`; ``strides`` defaults to ``window`` (non-overlapping, as in LeNet)."""
@@ -328,6 +342,13 @@ def as_network(
     net = mlp_network(len(sizes) - 1, "relu" if activation is None else activation)
     params = [{"kernel": layer["kernel"], "bias": layer["bias"]} for layer in model]
     return net, params, lambda tree: list(tree)
+
+
+def with_params(model: nnx.Module, state: nnx.State) -> nnx.Module:
+    """A copy of ``model`` holding the parameters ``state`` (the model itself is unchanged)."""
+    out = nnx.clone(model)
+    nnx.update(out, state)
+    return out
 
 
 def to_params(model: Any, tree: Any, name: str) -> Params:

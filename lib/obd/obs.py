@@ -322,6 +322,18 @@ def obs_sweep(
         traces = obs_traces(params, x_calib, damping=damping, activation=activation)
     _check_traces(params, traces)
     kernels, n_pruned = _kernels_at(traces, fractions, allocation)
+    n = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    return _kernels_table(
+        params, kernels, fractions, n_pruned, n, x_test, y_test, activation, level_batch
+    )
+
+
+def _kernels_table(
+    params, kernels, fractions, n_pruned, n, x_test, y_test, activation, level_batch
+):
+    """The sweep table of ``kernels`` (per layer, ``[levels, in, out]``) with ``params``' biases,
+    evaluated on ``(x_test, y_test)`` in chunks of ``level_batch`` levels (default: ~256 MB)."""
+    sizes = layer_sizes(params)
     dtype = jnp.asarray(params[0]["kernel"]).dtype
     if level_batch is None:
         level_batch = max(1, _LEVEL_BYTES // (4 * len(x_test) * max(sizes[1:])))
@@ -334,7 +346,6 @@ def obs_sweep(
         activation,
         level_batch,
     )
-    n = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
     return sweep_table(fractions, n_pruned, n, acc, ce)
 
 
@@ -854,16 +865,6 @@ def global_obs_sweep(
         )
     _check_traces(params, traces)
     kernels, n_pruned, n = _global_kernels(params, traces, fractions, bool(update))
-    dtype = jnp.asarray(params[0]["kernel"]).dtype
-    if level_batch is None:
-        level_batch = max(1, _LEVEL_BYTES // (4 * len(x_test) * max(sizes[1:])))
-    level_batch = int(min(level_batch, len(fractions)))
-    acc, ce = _evaluate(
-        [jnp.asarray(k, dtype) for k in kernels],
-        [jnp.asarray(p["bias"]) for p in params],
-        x_test,
-        y_test,
-        activation,
-        level_batch,
+    return _kernels_table(
+        params, kernels, fractions, n_pruned, n, x_test, y_test, activation, level_batch
     )
-    return sweep_table(fractions, n_pruned, n, acc, ce)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from obd.checks import check_examples
 from obd.network import Conv, Dense, Network, as_network, input_check
-from obd.obs import ALLOCATIONS, allocate, obs_layer_trace
+from obd.obs import ALLOCATIONS, _layer_kernels, allocate, obs_layer_trace
 from obd.prune import prune_counts, sweep_table
 
 
@@ -89,8 +89,7 @@ def obs_sweep_model(
         trace = obs_layer_trace(w2d, rows, damping=damping)
         k = prune_counts(fractions, w2d.size)
         counts = allocate(trace.increments, k, allocation)  # [levels, out]
-        w = np.take_along_axis(trace.weights[None], counts[:, :, None, None], axis=2)[:, :, 0]
-        kernels.append(np.swapaxes(w, 1, 2))  # [levels, fan_in, out]
+        kernels.append(_layer_kernels(trace, counts))  # [levels, fan_in, out]
         n_pruned += k
         n_total += w2d.size
     x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)

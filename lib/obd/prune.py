@@ -28,7 +28,15 @@ import pandas as pd
 from flax import nnx
 
 from obd.checks import check_examples
-from obd.network import Network, Params, as_network, input_check, is_module, to_params
+from obd.network import (
+    Network,
+    Params,
+    as_network,
+    input_check,
+    is_module,
+    to_params,
+    with_params,
+)
 from obd.saliency import check_scope
 
 #: Rank given to entries that are not prunable: ``rank >= k`` keeps them for every ``k``.
@@ -148,11 +156,7 @@ def apply_masks(params: Params | Any, masks: Params | Any) -> Params | Any:
     _, flat, restore = as_network(params) if is_module(params) else as_network(params, "relu")
     m = to_params(params, masks, "masks")
     pruned = jax.tree.map(lambda p, mm: jnp.where(jnp.asarray(mm, bool), p, 0), flat, m)
-    if not is_module(params):
-        return restore(pruned)
-    model = nnx.clone(params)
-    nnx.update(model, restore(pruned))
-    return model
+    return with_params(params, restore(pruned)) if is_module(params) else restore(pruned)
 
 
 def _level_metrics(net, params, rank, k, x, y):
@@ -172,17 +176,7 @@ def _evaluate_levels(net: Network, params, rank, k, x, y, level_batch: int):
 
 def activation_elements(net: Network, params: Params, x_shape: tuple[int, ...]) -> int:
     """Largest activation of one example (elements), for sizing chunks of evaluation work."""
-    dtype = jax.tree.leaves(params)[0].dtype
-    sizes = []
-
-    def forward(p, a):
-        for op in net.ops:
-            a = net.apply_op(op, p, a)
-            sizes.append(a.shape[1:])
-        return a
-
-    jax.eval_shape(forward, params, jax.ShapeDtypeStruct((1, *x_shape[1:]), dtype))
-    return max(int(np.prod(s)) for s in sizes) if sizes else 1
+    return max(net.output_sizes(params, x_shape), default=1)
 
 
 def sweep(

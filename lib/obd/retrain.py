@@ -27,13 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pandas as pd
-from flax import nnx
 from tqdm.auto import tqdm
 
 from obd.checks import check_converging, check_examples
 from obd.hessian import hessian_diag
 from obd.model import Params, activation_fn, apply_mlp, layer_sizes
-from obd.network import Network, as_network, input_check, is_module, to_params
+from obd.network import Network, as_network, input_check, is_module, to_params, with_params
 from obd.params import check_number
 from obd.prune import apply_masks, leaf_names
 from obd.prune import masks as prune_masks
@@ -131,15 +130,6 @@ def retrain_masked(
 
     A fresh Adam state is used; the defaults are the seed's training protocol (``obd.train``).
     """
-    if is_module(params):
-        return _retrain_module(
-            params, masks, x, y, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
-            seed=seed, dropout_rate=dropout_rate, loss_reduction=loss_reduction,
-            chunk_steps=chunk_steps, return_loss=return_loss,
-        )  # fmt: skip
-    layer_sizes(params)
-    check_like(params, masks, "masks")
-    activation_fn(activation)
     steps = check_number("steps", steps, lo=0, integer=True)
     batch_size = _positive_int("batch_size", batch_size)
     chunk_steps = _positive_int("chunk_steps", chunk_steps)
@@ -148,67 +138,39 @@ def retrain_masked(
     check_number("dropout_rate", dropout_rate, lo=0, hi=1, hi_open=True)
     if loss_reduction not in REDUCTIONS:
         raise ValueError(f"loss_reduction {loss_reduction!r} unknown; accepted: {REDUCTIONS}")
-    sizes = layer_sizes(params)
+    if is_module(params):
+        if dropout_rate != 0:
+            raise ValueError("dropout_rate applies to the plain MLP only; NNX models take 0.0")
+        net, flat, restore = as_network(params)
+        keep = to_params(params, masks, "masks")
+        input_check(net, flat, x)
+        classes = int(np.shape(flat[-1]["kernel"])[-1])
+    else:
+        check_like(params, masks, "masks")
+        activation_fn(activation)
+        sizes = layer_sizes(params)
+        x_shape, y_shape = np.shape(x), np.shape(y)
+        if len(x_shape) != 2 or x_shape[1] != sizes[0] or y_shape != x_shape[:1]:
+            raise ValueError(f"x must be [N, {sizes[0]}] and y [N]; got {x_shape}, {y_shape}")
+        net, flat, keep, classes = None, params, masks, sizes[-1]
+    check_examples(x, y, num_classes=classes)
     x, y = jnp.asarray(x), jnp.asarray(y)
-    if x.ndim != 2 or x.shape[1] != sizes[0] or y.shape != x.shape[:1]:
-        raise ValueError(f"x must be [N, {sizes[0]}] and y [N]; got {x.shape}, {y.shape}")
-    check_examples(x, y, num_classes=sizes[-1])
-    keep = jax.tree.map(lambda m: jnp.asarray(m, bool), masks)
-    params = jax.tree.map(lambda p, k: jnp.where(k, jnp.asarray(p), 0), params, keep)
-    last_loss = float("nan")
-    if steps == 0:
-        return (params, last_loss) if return_loss else params
-    k_data, k_drop = jax.random.split(jax.random.key(seed))
-    idx = batch_indices(k_data, x.shape[0], int(steps), batch_size)
-    opt_state = optax.adam(learning_rate).init(params)
-    for start in range(0, steps, chunk_steps):
-        stop = min(start + chunk_steps, steps)
-        params, opt_state, chunk_loss, first_bad = _masked_chunk(
-            params, opt_state, keep, x, y, idx[start:stop], jnp.arange(start, stop), k_drop,
-            float(learning_rate), activation, loss_reduction, float(dropout_rate),
-        )  # fmt: skip
-        check_converging(chunk_loss, first_bad, start)
-        last_loss = chunk_loss
-    last_loss = float(last_loss)
-    return (params, last_loss) if return_loss else params
-
-
-def _retrain_module(
-    model, masks, x, y, *, steps, batch_size, learning_rate, seed, dropout_rate, loss_reduction,
-    chunk_steps, return_loss,
-):  # fmt: skip
-    """:func:`retrain_masked` for an ``nnx.Sequential``: the same masked Adam loop on the
-    model's parameters through ``obd.network``; returns a new model."""
-    net, flat, restore = as_network(model)
-    keep = jax.tree.map(lambda m: jnp.asarray(m, bool), to_params(model, masks, "masks"))
-    steps = check_number("steps", steps, lo=0, integer=True)
-    batch_size = _positive_int("batch_size", batch_size)
-    chunk_steps = _positive_int("chunk_steps", chunk_steps)
-    seed = check_number("seed", seed, lo=0, integer=True)
-    check_number("learning_rate", learning_rate, lo=0, lo_open=True)
-    if dropout_rate != 0:
-        raise ValueError("dropout_rate applies to the plain MLP only; NNX models take 0.0")
-    if loss_reduction not in REDUCTIONS:
-        raise ValueError(f"loss_reduction {loss_reduction!r} unknown; accepted: {REDUCTIONS}")
-    input_check(net, flat, x)
-    check_examples(x, y, num_classes=int(np.shape(flat[-1]["kernel"])[-1]))
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    params = jax.tree.map(lambda p, k: jnp.where(k, jnp.asarray(p), 0), flat, keep)
+    keep = jax.tree.map(lambda m: jnp.asarray(m, bool), keep)
+    flat = jax.tree.map(lambda p, k: jnp.where(k, jnp.asarray(p), 0), flat, keep)
     last_loss = float("nan")
     if steps > 0:
         k_data, k_drop = jax.random.split(jax.random.key(seed))
         idx = batch_indices(k_data, x.shape[0], int(steps), batch_size)
-        opt_state = optax.adam(learning_rate).init(params)
+        opt_state = optax.adam(learning_rate).init(flat)
         for start in range(0, steps, chunk_steps):
             stop = min(start + chunk_steps, steps)
-            params, opt_state, chunk_loss, first_bad = _masked_chunk(
-                params, opt_state, keep, x, y, idx[start:stop], jnp.arange(start, stop), k_drop,
-                float(learning_rate), "relu", loss_reduction, 0.0, net,
+            flat, opt_state, chunk_loss, first_bad = _masked_chunk(
+                flat, opt_state, keep, x, y, idx[start:stop], jnp.arange(start, stop), k_drop,
+                float(learning_rate), activation, loss_reduction, float(dropout_rate), net,
             )  # fmt: skip
             check_converging(chunk_loss, first_bad, start)
             last_loss = float(chunk_loss)
-    out = nnx.clone(model)
-    nnx.update(out, restore(params))
+    out = with_params(params, restore(flat)) if net is not None else flat
     return (out, last_loss) if return_loss else out
 
 
