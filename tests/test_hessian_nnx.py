@@ -48,7 +48,9 @@ def _close(got, want, rtol=1e-6):
     np.testing.assert_allclose(_flat(got), want, rtol=rtol, atol=rtol * np.abs(want).max())
 
 
-def _convnet(act, pool, *, stride=1, padding="SAME", bias=True, cin=2, classes=4, seed=0):
+def _convnet(
+    act, pool, *, stride=1, padding="SAME", bias=True, cin=2, classes=4, seed=0, hw=(9, 7)
+):
     rngs = nnx.Rngs(seed)
     head = nnx.Sequential(
         nnx.Conv(cin, 3, (3, 2), strides=stride, padding=padding, use_bias=bias, rngs=rngs, **F64),
@@ -58,7 +60,7 @@ def _convnet(act, pool, *, stride=1, padding="SAME", bias=True, cin=2, classes=4
         act,
         nets.flatten,
     )
-    width = int(np.prod(jax.eval_shape(head, jnp.zeros((1, 9, 7, cin))).shape[1:]))
+    width = int(np.prod(jax.eval_shape(head, jnp.zeros((1, *hw, cin))).shape[1:]))
     return nnx.Sequential(
         *head.layers,
         nnx.Linear(width, 5, rngs=rngs, **F64),
@@ -117,6 +119,36 @@ def test_convnets_match_dense_hessian(act, config):
     assert jax.tree.structure(got) == jax.tree.structure(nnx.state(model, nnx.Param))
     assert all(a.dtype == jnp.float64 for a in jax.tree.leaves(got))
     _close(got, np.diagonal(_dense(model, x, y)))
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_tiling_pools_match_dense_hessian(act, kind):
+    """Pools whose windows tile the input (LeNet's 2x2) take the reshape path of ``Pool``."""
+    pool = (nets.max_pool if kind == "max" else nets.avg_pool)(2)
+    model = _convnet(ACTS[act], pool, hw=(8, 6))
+    x, y = _data(5, shape=(8, 6, 2))
+    _close(hessian_diag(model, x, y, batch_size=2), np.diagonal(_dense(model, x, y)))
+
+
+@pytest.mark.parametrize(
+    ("hw", "kernel", "stride", "padding"),
+    [((9, 7), (3, 2), 1, "SAME"), ((9, 7), (3, 3), 2, "SAME"), ((8, 6), (5, 5), 1, "VALID"),
+     ((11, 10), (2, 3), (3, 2), "VALID"), ((4, 4), (4, 4), 1, "SAME")],
+)  # fmt: skip
+def test_conv_and_pool_ops_equal_lax(hw, kernel, stride, padding):
+    """The im2col convolution of ``obd.network.Conv`` equals ``lax.conv_general_dilated`` (as
+    ``nnx.Conv`` computes it), and the tiling pools equal ``nnx.max_pool``/``avg_pool``."""
+    from obd.network import as_network
+
+    conv = nnx.Conv(2, 3, kernel, strides=stride, padding=padding, rngs=nnx.Rngs(0), **F64)
+    x, _ = _data(3, shape=(*hw, 2))
+    net, params, _ = as_network(nnx.Sequential(conv))
+    np.testing.assert_allclose(net.apply(params, x), conv(x), rtol=1e-12, atol=1e-12)
+    h = x[:, : hw[0] // 2 * 2, : hw[1] // 2 * 2]
+    window = {"window_shape": (2, 2), "strides": (2, 2), "padding": "VALID"}
+    np.testing.assert_array_equal(nets.max_pool(2)(h), nnx.max_pool(h, **window))
+    np.testing.assert_allclose(nets.avg_pool(2)(h), nnx.avg_pool(h, **window), rtol=1e-14)
 
 
 def test_issue_example_and_other_methods():
