@@ -130,14 +130,21 @@ def read_kind(results_dir: str | os.PathLike, kind: str) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def curves(oneshot: pd.DataFrame, iterative: pd.DataFrame) -> pd.DataFrame:
+def curves(
+    oneshot: pd.DataFrame | None = None, iterative: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Test error against the fraction of kernel weights pruned, every method in one table.
 
     Columns ``arch, seed, method, fraction`` (target), ``pruned_fraction`` (actual),
     ``accuracy, error, loss``; ``error = 1 - accuracy``. One-shot rows are named
     ``{method}_{scope}``; iterative rows ``iterative_{saliency}`` (``_layerwise`` appended for
-    that scope), with the accuracy *after* retraining (round 0: the dense model).
+    that scope), with the accuracy *after* retraining (round 0: the dense model). Either table may
+    be ``None`` (no run of that kind).
     """
+    if oneshot is None:
+        oneshot = pd.DataFrame(columns=list(COLUMNS["oneshot"]))
+    if iterative is None:
+        iterative = pd.DataFrame(columns=list(COLUMNS["iterative"]))
     check_columns(oneshot, "oneshot", "the one-shot table")
     check_columns(iterative, "iterative", "the iterative table")
     keep = ["arch", "seed", "method", "fraction", "pruned_fraction", "accuracy", "loss"]

@@ -31,6 +31,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
+from obd import convnet_summary as cs
 from obd import findings as fnd
 from obd.io import write_text
 
@@ -42,9 +43,12 @@ QUESTION = (
     '"magnitude" and a Hessian row sum on 64 images in place of the diagonal), computes the '
     "exact Hessian diagonal over all 60,000 training images, and reports every variant over "
     "several training seeds, then goes beyond the blog: OBD's assumptions measured, cheaper "
-    "curvature estimates, Optimal Brain Surgeon, and pruning with retraining."
+    "curvature estimates, Optimal Brain Surgeon, and pruning with retraining; finally it prunes "
+    "two larger networks, LeNet-300-100 and the convnet LeNet-5, against the 12x that Han et al. "
+    "(2015) reported for them."
 )
-#: figure file stem: title, caption, notebook page, which seeds (sweeps | <csv under results/>)
+#: figure file stem: title, caption, notebook page, which seeds (sweeps | convnets |
+#: <csv under results/>)
 FIGURES = {
     "fig1_seed_variants": (
         "The blog's five variants, corrected",
@@ -83,6 +87,21 @@ FIGURES = {
         "The blog's published checkpoints pruned by its own code, replayed, against its logged "
         "accuracies, one panel per run.",
         "blog_replay", ""),
+    "fig8_convnets": (
+        "Pruning LeNet-300-100 and LeNet-5, against Han et al. (2015)",
+        "Test error against the percentage of kernel weights pruned, one panel per network; "
+        "top: all levels (log scale), bottom: 80-100% pruned. Lines: one-shot pruning without "
+        "retraining; markers: iterative pruning, each after its round's retraining (bars from the "
+        "lowest to the highest seed); stars: Han et al.'s published dense and pruned networks; "
+        "dashed: our dense error plus 0.1 point.",
+        "convnet_compare", "convnets"),
+    "fig9_convnet_sparsity": (
+        "Where the pruning falls, layer by layer",
+        "Percentage of each layer's kernel weights remaining (log scale) after the last round of "
+        "iterative OBD and iterative magnitude pruning, and after one-shot pruning over all "
+        "layers at a 1-point loss (dotted, pale), next to Han et al.'s published per-layer "
+        "numbers (hatched).",
+        "convnet_compare", "convnets"),
 }  # fmt: skip
 SOURCES = [
     ("The blog post: S. Shekkizhar (2016), Neural network compression using optimal brain damage",
@@ -99,10 +118,14 @@ SOURCES = [
     ("E. Frantar, D. Alistarh (2022), Optimal Brain Compression: a framework for accurate "
      "post-training quantization and pruning (OBC), NeurIPS 35",
      "https://arxiv.org/abs/2208.11580"),
+    ("S. Han, J. Pool, J. Tran, W. J. Dally (2015), Learning both weights and connections for "
+     "efficient neural networks, NeurIPS 28",
+     "https://arxiv.org/abs/1506.02626"),
 ]  # fmt: skip
 GROUPS = (
     ("Comparison with the blog", ("compare", "blog_replay")),
     ("Analyses beyond the blog", ("assumptions", "curvature", "retrain")),
+    ("Convnets: LeNet-300-100 and LeNet-5 against Han et al. (2015)", ("convnet",)),
     ("Pruning sweeps (one per variant, all seeds)", ("prune-",)),
     ("Training runs", ("train-",)),
 )
@@ -231,12 +254,36 @@ def _seeds_note(results: Path, which: str) -> str:
             return (
                 f"Curves: mean over {n} training seeds, band from the lowest to the highest seed."
             )
+        if which == "convnets":
+            return _convnet_seeds_note(results)
         seeds = sorted(pd.read_csv(results / which)["seed"].unique())
     except (OSError, KeyError, ValueError):
         return ""
     if len(seeds) == 1:
         return f"One training seed (seed {seeds[0]})."
     return f"Training seeds {', '.join(map(str, seeds))}: means, bands from lowest to highest."
+
+
+def _convnet_seeds_note(results: Path) -> str:
+    """Which training seeds of each network the convnet figures show."""
+    t = cs.read_kind(results, "oneshot")
+    t = pd.concat([t, cs.read_kind(results, "iterative")], ignore_index=True)
+    if t.empty:
+        return ""
+    parts = []
+    archs = [a for a in cs.ARCHS if a in set(t["arch"])] + sorted(set(t["arch"]) - set(cs.ARCHS))
+    for arch in archs:
+        seeds = sorted(t.loc[t["arch"] == arch, "seed"].unique())
+        parts.append(f"{cs.arch_label(arch)} seed{'s' if len(seeds) > 1 else ''} "
+                     + ", ".join(map(str, seeds)))  # fmt: skip
+    return "Training " + "; ".join(parts) + ": means, bands from lowest to highest."
+
+
+def _convnet_table(results: Path) -> str:
+    path = results / "convnet_summary.md"
+    if not path.is_file():
+        return "*No convnet table: `convnet_compare.ipynb` has not run.*\n"
+    return path.read_text()
 
 
 def _summary_table(results: Path) -> str:
@@ -283,6 +330,14 @@ def front_page(reports: Path, figures: Path, results: Path, pages: list[str], pr
             "stays within 1 point of the unpruned model, mean ± std over training seeds "
             "(`results/summary.csv`, written by `compare.ipynb`).\n",
             _summary_table(results)]  # fmt: skip
+    if (results / "convnet_summary.md").is_file():
+        out += ["### Convnets against Han et al. (2015)\n",
+                "Largest fraction of kernel weights pruned while the test error stays within 0.1 "
+                "point of the dense model's (mean ± std over training seeds, worst seed in "
+                "brackets), the compression it implies and the test error at 12x (91.7% pruned), "
+                "next to Han et al.'s published numbers (`results/convnet_summary.csv`, written by "
+                "`convnet_compare.ipynb`).\n",
+                _convnet_table(results)]  # fmt: skip
     out += ["## Provenance\n",
             "The numbers move slightly between machines (JAX on different CPUs orders floating-"
             "point sums differently); the committed figures are one run's.\n",
