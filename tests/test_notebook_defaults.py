@@ -40,6 +40,7 @@ TINY: dict[str, dict] = {
         "hessian_examples": 500,
     },  # fmt: skip
     "compare": {},
+    "convnet_compare": {},  # reads the tiny convnet CSVs of the fixture
     "global_obs": {"fractions": [0, 0.5], "hessian_examples": 500},
     "blog_replay": {
         "draws": 1,
@@ -51,8 +52,12 @@ TINY: dict[str, dict] = {
         "hessian_examples": 500,
     },  # fmt: skip
 }
-#: Notebooks whose defaults are still being moved to scratch/ by their owners.
-PENDING: dict[str, str] = {}
+#: Notebooks whose defaults are still being moved to scratch/ by their owners, or whose tiny
+#: sizes are not settled yet (checked before TINY: a pending notebook needs no TINY entry).
+PENDING: dict[str, str] = {
+    # PENDING: convnet.ipynb is being written (issue 9); replace with a TINY entry when it lands
+    "convnet": "convnet.ipynb: tiny size parameters not settled yet (issue 9)",
+}
 
 
 def _mnist_reachable() -> bool:
@@ -71,7 +76,8 @@ def _digest(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory) -> Path:
-    """A repository layout with tiny seed-0 models, two sweeps and a committed figure."""
+    """A repository layout with tiny seed-0 models, two sweeps, synthetic convnet runs and a
+    committed figure."""
     if not _mnist_reachable():
         pytest.skip("no MNIST copy: set TFDS_DATA_DIR to a folder with mnist/3.0.1")
     import jax
@@ -102,6 +108,9 @@ def tree(tmp_path_factory) -> Path:
                 table[RESULT_COLUMNS].to_csv(
                     root / "results" / "sweeps" / f"{kind}-global-plain.csv", index=False
                 )
+    from convnet_synthetic import write_study
+
+    write_study(root / "results", seeds=(0,))
     (root / "figures").mkdir()
     (root / "figures" / "fig1_seed_variants.png").write_bytes(b"\x89PNG committed figure")
     return root
@@ -112,10 +121,10 @@ def tree(tmp_path_factory) -> Path:
 def test_defaults_leave_results_and_figures_unchanged(tree, path):
     from obd.runner import run_notebook
 
-    if path.stem not in TINY:
-        pytest.fail(f"add tiny size parameters for {path.name} to TINY in {Path(__file__).name}")
     if path.stem in PENDING:
         pytest.xfail(PENDING[path.stem])
+    if path.stem not in TINY:
+        pytest.fail(f"add tiny size parameters for {path.name} to TINY in {Path(__file__).name}")
     if path.stem == "blog_replay":
         from obd import blog2016
 
