@@ -40,6 +40,15 @@ TINY: dict[str, dict] = {
         "hessian_examples": 500,
     },  # fmt: skip
     "compare": {},
+    "convnet": {
+        "train_steps": 5,
+        "fractions": [0, 0.5],
+        "hessian_examples": 200,
+        "obs_calibration_examples": 100,
+        "schedule": [0.5],
+        "retrain_steps": 2,
+        "iterative_hessian_examples": 200,
+    },  # fmt: skip
     "convnet_compare": {},  # reads the tiny convnet CSVs of the fixture
     "global_obs": {"fractions": [0, 0.5], "hessian_examples": 500},
     "blog_replay": {
@@ -54,10 +63,7 @@ TINY: dict[str, dict] = {
 }
 #: Notebooks whose defaults are still being moved to scratch/ by their owners, or whose tiny
 #: sizes are not settled yet (checked before TINY: a pending notebook needs no TINY entry).
-PENDING: dict[str, str] = {
-    # PENDING: convnet.ipynb is being written (issue 9); replace with a TINY entry when it lands
-    "convnet": "convnet.ipynb: tiny size parameters not settled yet (issue 9)",
-}
+PENDING: dict[str, str] = {}
 
 
 def _mnist_reachable() -> bool:

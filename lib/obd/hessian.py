@@ -13,7 +13,8 @@ carried down the network from the loss:
 * at the logits, ``d2l/dz^2 = diag(p) - p p^T = S S^T`` with ``C`` columns
   ``S[:, c] = sqrt(p_c) (e_c - p)``, all signs ``+1``;
 * through a linear operation (dense, conv, pooling, flatten) each factor column is
-  back-propagated by the operation's transpose (its VJP; max pooling routes to the argmax, tied maxima of a tiling window share it);
+  back-propagated by the operation's transpose (its VJP; max pooling routes to the argmax,
+  which tied maxima of a tiling window share);
 * through an elementwise activation ``h = act(u)`` each column is multiplied by ``act'(u)``, and,
   when ``act'' != 0``, the *residual* ``diag(g * act''(u))`` (``g = dl/dh``, the ordinary gradient)
   enters as one new column per activation unit, ``sqrt(|r_u|) e_u`` with sign ``sign(r_u)``

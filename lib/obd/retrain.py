@@ -41,6 +41,7 @@ from obd.saliency import saliency as score_params
 from obd.train import REDUCTIONS, batch_indices
 
 SALIENCIES: tuple[str, ...] = ("obd", "magnitude")
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 
 
 def halving_schedule(rounds: int = 5) -> np.ndarray:
@@ -71,17 +72,25 @@ def _positive_int(name: str, value) -> int:
     return int(value)
 
 
+def _adam(learning_rate: float, decay_steps: int) -> optax.GradientTransformation:
+    """Adam at ``learning_rate``, or cosine-decayed from it to 0 over ``decay_steps`` (> 0)."""
+    if decay_steps:
+        return optax.adam(optax.cosine_decay_schedule(learning_rate, decay_steps))
+    return optax.adam(learning_rate)
+
+
 @jax.jit(
     static_argnames=(
-        "learning_rate", "activation", "loss_reduction", "dropout_rate", "net"
+        "learning_rate", "activation", "loss_reduction", "dropout_rate", "net", "decay_steps"
     )
 )  # fmt: skip
 def _masked_chunk(params, opt_state, keep, x, y, idx, ts, drop_key,
-                  learning_rate, activation, loss_reduction, dropout_rate, net=None):  # fmt: skip
+                  learning_rate, activation, loss_reduction, dropout_rate, net=None,
+                  decay_steps=0):  # fmt: skip
     """``len(idx)`` masked Adam steps; returns params, optimizer state, mean training loss and
     the index of the first step whose loss is not finite (0 when all are). ``net`` is None for
     the plain MLP (``apply_mlp``, with dropout), else the NNX model's ``obd.network.Network``."""
-    opt = optax.adam(learning_rate)
+    opt = _adam(learning_rate, decay_steps)
 
     def batch_loss(p, xb, yb, key):
         if net is not None:
@@ -122,6 +131,7 @@ def retrain_masked(
     loss_reduction: str = "sum",
     chunk_steps: int = 1_000,
     return_loss: bool = False,
+    lr_schedule: str = "constant",
 ):
     """Retrain ``params`` for ``steps`` Adam steps with the weights whose mask is False held at
     exactly zero (see the module docstring). ``masks`` is a boolean pytree like ``params``
@@ -129,7 +139,13 @@ def retrain_masked(
     per example over the last chunk of steps (NaN when ``steps`` is 0).
 
     A fresh Adam state is used; the defaults are the seed's training protocol (``obd.train``).
+    ``lr_schedule`` is ``"constant"`` or ``"cosine"`` (decayed from ``learning_rate`` to 0 over
+    ``steps``, so the retrained weights settle instead of ending mid-stride).
     """
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(
+            f"lr_schedule {lr_schedule!r} unknown; accepted: {', '.join(LR_SCHEDULES)}"
+        )
     steps = check_number("steps", steps, lo=0, integer=True)
     batch_size = _positive_int("batch_size", batch_size)
     chunk_steps = _positive_int("chunk_steps", chunk_steps)
@@ -161,12 +177,13 @@ def retrain_masked(
     if steps > 0:
         k_data, k_drop = jax.random.split(jax.random.key(seed))
         idx = batch_indices(k_data, x.shape[0], int(steps), batch_size)
-        opt_state = optax.adam(learning_rate).init(flat)
+        decay = int(steps) if lr_schedule == "cosine" else 0
+        opt_state = _adam(float(learning_rate), decay).init(flat)
         for start in range(0, steps, chunk_steps):
             stop = min(start + chunk_steps, steps)
             flat, opt_state, chunk_loss, first_bad = _masked_chunk(
                 flat, opt_state, keep, x, y, idx[start:stop], jnp.arange(start, stop), k_drop,
-                float(learning_rate), activation, loss_reduction, float(dropout_rate), net,
+                float(learning_rate), activation, loss_reduction, float(dropout_rate), net, decay,
             )  # fmt: skip
             check_converging(chunk_loss, first_bad, start)
             last_loss = float(chunk_loss)
@@ -225,6 +242,7 @@ def iterative_prune(
     dropout_rate: float = 0.0,
     progress: bool = False,
     return_params: bool = False,
+    lr_schedule: str = "constant",
 ):
     """Prune kernels to each fraction of ``schedule`` in turn, retraining after each round.
 
@@ -235,10 +253,14 @@ def iterative_prune(
     ``n_pruned``, ``accuracy_pruned`` and ``loss_pruned`` (test, right after pruning),
     ``accuracy`` and ``loss`` (test, after retraining), ``train_loss`` (mean over the last chunk
     of retraining), ``retrain_steps`` and ``seconds``; with ``return_params`` also the final
-    parameters.
+    parameters. ``lr_schedule`` is that of :func:`retrain_masked`, applied to each round.
     """
     if saliency not in SALIENCIES:
         raise ValueError(f"unknown saliency {saliency!r}; accepted: {', '.join(SALIENCIES)}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(
+            f"lr_schedule {lr_schedule!r} unknown; accepted: {', '.join(LR_SCHEDULES)}"
+        )
     check_scope(scope)
     schedule = halving_schedule() if schedule is None else check_schedule(schedule)
     retrain_steps = check_number("retrain_steps", retrain_steps, lo=0, integer=True)
@@ -304,7 +326,7 @@ def iterative_prune(
         params, train_loss = retrain_masked(
             params, keep, x_train, y_train, steps=retrain_steps, batch_size=batch_size,
             learning_rate=learning_rate, seed=seed * 1_000 + r, activation=activation,
-            dropout_rate=dropout_rate, return_loss=True,
+            dropout_rate=dropout_rate, return_loss=True, lr_schedule=lr_schedule,
         )  # fmt: skip
         acc, ce = _evaluate(params, x_test, y_test, activation)
         n_pruned, _ = _kernel_counts(keep)

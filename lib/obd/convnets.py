@@ -1,0 +1,213 @@
+"""The convnet study's networks (Han et al. 2015's MNIST pair): build, train, save and load.
+
+Two architectures, by name (:data:`ARCHS`):
+
+* ``"lenet_300_100"``: 784-300-100-10, ReLU (266,610 parameters), on ``[N, 784]`` rows;
+* ``"lenet5"``: the Caffe LeNet-5 (431,080 parameters), on NHWC images ``[N, 28, 28, 1]``.
+
+:func:`train_net` trains one from its seed with Adam on the mean cross-entropy of batches drawn
+from per-epoch shuffles of the training images, the learning rate following a cosine decay from
+``learning_rate`` to 0 over ``steps`` (``optax.cosine_decay_schedule``). A short schedule that ends
+at 0 reaches good accuracy in few epochs, which the 2-core budget of ``make reproduce`` needs.
+The inner loop is a jitted ``lax.scan`` over chunks of steps: the same seed gives the same weights
+on the same machine. Checkpoints (:func:`save_net`, :func:`load_net`) are ``.npz`` files of the
+flat ``obd.network`` parameters plus a JSON meta entry naming the architecture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+from flax import nnx
+from tqdm.auto import tqdm
+
+from obd import nets
+from obd.checks import check_converging, check_examples
+from obd.io import atomic_path
+from obd.network import Network, as_network, input_check, with_params
+from obd.params import check_number
+from obd.train import batch_indices
+
+#: Architecture name -> constructor taking ``nnx.Rngs``.
+ARCHS: dict[str, Callable[[nnx.Rngs], nnx.Sequential]] = {
+    "lenet_300_100": nets.lenet_300_100,
+    "lenet5": nets.lenet5,
+}
+#: Names of each architecture's parametric layers, in order.
+LAYER_NAMES: dict[str, tuple[str, ...]] = {
+    "lenet_300_100": ("fc1", "fc2", "fc3"),
+    "lenet5": ("conv1", "conv2", "fc1", "fc2"),
+}
+#: Display names.
+TITLES: dict[str, str] = {"lenet_300_100": "LeNet-300-100", "lenet5": "LeNet-5"}
+_META_KEY = "__meta__"
+
+
+def check_arch(arch: str) -> str:
+    """``arch`` if it names an architecture of :data:`ARCHS`, else ``ValueError``."""
+    if not isinstance(arch, str) or arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; accepted: {', '.join(ARCHS)}")
+    return arch
+
+
+def build(arch: str, seed: int = 0) -> nnx.Sequential:
+    """A freshly initialised ``arch`` (Flax's default initialisers, ``nnx.Rngs(seed)``)."""
+    check_number("seed", seed, lo=0, integer=True)
+    return ARCHS[check_arch(arch)](nnx.Rngs(int(seed)))
+
+
+def inputs(arch: str, x: Any) -> np.ndarray:
+    """MNIST rows ``[N, 784]`` in the shape ``arch`` takes (NHWC images for LeNet-5)."""
+    x = np.asarray(x)
+    return nets.as_images(x) if check_arch(arch) == "lenet5" else x.reshape(len(x), -1)
+
+
+def layer_kinds(arch: str) -> tuple[str, ...]:
+    """``"conv"`` or ``"dense"`` for each parametric layer of ``arch``."""
+    net, _, _ = as_network(build(arch))
+    return tuple("dense" if type(op).__name__ == "Dense" else "conv" for op in net.parametric)
+
+
+def _chunk_fn(net: Network, opt: optax.GradientTransformation, x, y):
+    def step(carry, idx):
+        params, state = carry
+
+        def loss(p):
+            logits = net.apply(p, x[idx])
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y[idx]).mean()
+
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, state = opt.update(grads, state, params)
+        return (optax.apply_updates(params, updates), state), value
+
+    @jax.jit
+    def run(params, state, idx):
+        (params, state), losses = jax.lax.scan(step, (params, state), idx)
+        return params, state, losses.mean(), jnp.argmin(jnp.isfinite(losses))
+
+    return run
+
+
+@jax.jit(static_argnames=("net",))
+def _evaluate(net: Network, params, x, y):
+    logits = net.apply(params, x)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return (logits.argmax(-1) == y).mean(), ce
+
+
+def evaluate(model: nnx.Module, x: Any, y: Any, batch: int = 2_000) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``model`` on ``(x, y)``, in batches of ``batch``."""
+    net, params, _ = as_network(model)
+    input_check(net, params, x)
+    check_examples(x, y, num_classes=int(np.shape(params[-1]["kernel"])[-1]))
+    x, y = np.asarray(x), np.asarray(y)
+    acc = ce = 0.0
+    for s in range(0, len(x), batch):
+        a, c = _evaluate(net, params, jnp.asarray(x[s : s + batch]), jnp.asarray(y[s : s + batch]))
+        acc += float(a) * len(x[s : s + batch])
+        ce += float(c) * len(x[s : s + batch])
+    return acc / len(x), ce / len(x)
+
+
+def train_net(
+    arch: str,
+    x_train: Any,
+    y_train: Any,
+    x_test: Any,
+    y_test: Any,
+    *,
+    seed: int = 0,
+    steps: int = 5_000,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    chunk_steps: int = 500,
+    progress: bool = True,
+) -> tuple[nnx.Sequential, pd.DataFrame]:
+    """Train ``arch`` from seed ``seed``; return the model and its history.
+
+    ``x_*`` are MNIST rows ``[N, 784]`` or the shape the network takes. The history has one row
+    per chunk of ``chunk_steps`` steps: ``step``, ``epoch`` (steps x batch / N), ``train_loss``
+    (mean over the chunk's batches), ``test_loss`` and ``test_accuracy``.
+    """
+    seed = check_number("seed", seed, lo=0, integer=True)
+    steps = check_number("steps", steps, lo=1, integer=True)
+    batch_size = check_number("batch_size", batch_size, lo=1, integer=True)
+    chunk_steps = check_number("chunk_steps", chunk_steps, lo=1, integer=True)
+    check_number("learning_rate", learning_rate, lo=0, lo_open=True)
+    model = build(arch, seed)
+    net, params, restore = as_network(model)
+    x_tr, x_te = inputs(arch, x_train), inputs(arch, x_test)
+    classes = int(np.shape(params[-1]["kernel"])[-1])
+    for xs, ys, name in ((x_tr, y_train, "x_train"), (x_te, y_test, "x_test")):
+        input_check(net, params, xs)
+        check_examples(xs, ys, num_classes=classes, name=name, label_name="y" + name[1:])
+    x_tr, y_tr = jnp.asarray(x_tr), jnp.asarray(y_train)
+    opt = optax.adam(optax.cosine_decay_schedule(float(learning_rate), steps))
+    state = opt.init(params)
+    run = _chunk_fn(net, opt, x_tr, y_tr)
+    idx = batch_indices(jax.random.key(seed), len(x_tr), steps, batch_size)
+    rows = []
+    bar = tqdm(total=steps, desc=f"train {arch} seed={seed}", unit="step", disable=not progress)
+    for start in range(0, steps, chunk_steps):
+        stop = min(start + chunk_steps, steps)
+        params, state, train_loss, first_bad = run(params, state, idx[start:stop])
+        check_converging(train_loss, first_bad, start)
+        model = with_params(model, restore(params))
+        acc, ce = evaluate(model, x_te, y_test)
+        rows.append((stop, stop * batch_size / len(x_tr), float(train_loss), ce, acc))
+        bar.update(stop - start)
+        bar.set_postfix(test_acc=f"{acc:.4f}")
+    bar.close()
+    cols = ["step", "epoch", "train_loss", "test_loss", "test_accuracy"]
+    return model, pd.DataFrame(rows, columns=cols)
+
+
+def save_net(path: str | os.PathLike, model: nnx.Module, meta: dict[str, Any]) -> None:
+    """Save ``model``'s parameters and ``meta`` (JSON; must hold ``"arch"``) atomically."""
+    if not isinstance(meta, dict) or "arch" not in meta:
+        raise ValueError("meta must be a dict naming the model's 'arch'")
+    check_arch(meta["arch"])
+    _, params, _ = as_network(model)
+    arrays = {f"layer{i}/{k}": np.asarray(v) for i, p in enumerate(params) for k, v in p.items()}
+    try:
+        arrays[_META_KEY] = np.array(json.dumps(meta, sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"meta must be JSON-serialisable (finite numbers): {err}") from None
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
+
+
+def load_net(path: str | os.PathLike) -> tuple[nnx.Sequential, dict[str, Any]]:
+    """The model and meta that :func:`save_net` wrote; ``ValueError`` for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            files = dict(data)
+        meta = json.loads(str(files.pop(_META_KEY)))
+    except Exception as err:
+        raise ValueError(f"{str(path)!r} is not a checkpoint written by save_net") from err
+    model = build(check_arch(meta.get("arch")))
+    _, params, restore = as_network(model)
+    loaded = []
+    for i, layer in enumerate(params):
+        entry = {}
+        for k, v in layer.items():
+            a = files.get(f"layer{i}/{k}")
+            if a is None or a.shape != v.shape:
+                raise ValueError(
+                    f"{str(path)!r} does not hold {meta['arch']}'s layer{i}/{k} of shape {v.shape}"
+                )
+            entry[k] = jnp.asarray(a)
+        loaded.append(entry)
+    return with_params(model, restore(loaded)), meta
