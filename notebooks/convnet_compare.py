@@ -204,7 +204,9 @@ for col, arch in enumerate(archs):
         if row == 0:
             ax.set_yscale("log")
             ax.set_xlim(-2, 100)
-            ax.set_ylim(0.5 * 100 * dense_mean, 100)
+            low = min([100 * dense_mean] + ([han_total.loc[arch, "pruned_error_pct"]]
+                                            if arch in han_total.index else []))  # fmt: skip
+            ax.set_ylim(0.5 * low, 100)
             ax.set_title(f"{cs.arch_label(arch)}: all levels (log scale)")
         else:
             ax.set_xlim(80, 100)
@@ -262,7 +264,8 @@ if layers is not None:
         ax.set_xticks(np.arange(len(names)),
                       [f"{n}\n{int(sizes[n]):,} weights" for n in names])  # fmt: skip
         ax.set_yscale("log")
-        ax.set_ylim(0.5, 100)
+        positive = la.remaining_mean[la.remaining_mean > 0]
+        ax.set_ylim(min(0.5, 50 * positive.min()) if len(positive) else 0.5, 130)
         ax.set_yticks([1, 2, 5, 10, 20, 50, 100], ["1", "2", "5", "10", "20", "50", "100"])
         ax.set_ylabel("kernel weights remaining (%)")
         ax.set_xlabel("layer")
