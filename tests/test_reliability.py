@@ -261,8 +261,10 @@ def test_runner_resolves_relative_paths_from_the_callers_folder(tmp_path):
     got = runner.check_parameters(
         nb, {"out": "rel/x.csv", "model": ["a.npz", "/abs/b.npz"]}, cwd=tmp_path
     )
-    assert got["out"] == str(tmp_path / "rel" / "x.csv")
-    assert got["model"] == [str(tmp_path / "a.npz"), "/abs/b.npz"]
+    # inside the repository (the notebooks' parent): relative to the notebook's folder
+    assert got["out"] == os.path.join("..", "rel", "x.csv")
+    assert got["model"] == [os.path.join("..", "a.npz"), "/abs/b.npz"]
+    assert (nb.parent / got["out"]).resolve() == (tmp_path / "rel" / "x.csv").resolve()
     assert (tmp_path / "rel").is_dir() and not (tmp_path / "nbs" / "rel").exists()
 
 

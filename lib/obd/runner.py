@@ -80,6 +80,17 @@ def _resolve(value: Any, base: Path) -> Any:
     return value
 
 
+def _from_notebook(value: Any, folder: Path) -> Any:
+    """Absolute paths inside the repository (``folder``'s parent) as paths relative to the
+    notebook's ``folder``, where the kernel runs, so executed reports carry no machine paths."""
+    root = folder.resolve().parent
+    if isinstance(value, str) and os.path.isabs(value) and Path(value).is_relative_to(root):
+        return os.path.relpath(value, folder.resolve())
+    if isinstance(value, list):
+        return [_from_notebook(v, folder) for v in value]
+    return value
+
+
 def notebook_defaults(notebook: str | os.PathLike) -> dict[str, Any]:
     """The ``parameters`` cell's names and default values (``...`` where not a literal).
 
@@ -117,8 +128,10 @@ def check_parameters(
     notebook: str | os.PathLike, parameters: dict[str, Any], *, cwd: str | os.PathLike = "."
 ) -> dict[str, Any]:
     """Validate ``parameters`` for ``notebook`` before any kernel starts; return them with path
-    parameters made absolute (relative ones from ``cwd``). ``ValueError`` on an unknown name, a
-    value whose type does not match a numeric or boolean default, or an unwritable output.
+    parameters resolved (relative ones from ``cwd``), then written relative to the notebook's
+    folder when they lie in the repository (the folder above it), absolute otherwise.
+    ``ValueError`` on an unknown name, a value whose type does not match a numeric or boolean
+    default, or an unwritable output.
     """
     notebook = Path(notebook)
     defaults = notebook_defaults(notebook)
@@ -151,7 +164,8 @@ def check_parameters(
             continue
         path = Path(value) if os.path.isabs(value) else notebook.parent / value
         check_writable(path, name=name, folder=not (name == "out" or name.endswith("_out")))
-    return resolved
+    return {k: _from_notebook(v, notebook.parent) if is_path_param(k) else v
+            for k, v in resolved.items()}  # fmt: skip
 
 
 def run_notebook(
