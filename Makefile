@@ -223,6 +223,49 @@ ifneq ($(wildcard $(BLOG2016_DIR)/run_obd_all_layers_prune/results.txt),)
 STUDY_REPORTS += $(REPORTS)/blog_replay.html
 endif
 
+# The convnet study (issue 9): convnet-<arch>-seed<s> trains one network and prunes it
+# (notebooks/convnet.ipynb); convnet_compare gathers every seed against Han et al. (2015).
+# LeNet-5's settings are cut to the 2-core budget of `make reproduce` (README: "Convnets").
+ifeq ($(QUICK),1)
+CONVNET_SEEDS ?= 0
+LENET5_SEEDS ?= 0
+CONVNET_OBS ?= 0
+CONVNET_ARGS ?= -p train_steps 300 -p fractions "[0, 0.5, 0.8, 0.9, 0.95]" -p hessian_examples 1000 \
+  -p schedule "[0.5, 0.9167]" -p retrain_steps 100 -p iterative_hessian_examples 1000
+LENET5_ARGS ?= $(CONVNET_ARGS) -p learning_rate 0.002
+else
+CONVNET_SEEDS ?= 0 1 2
+CONVNET_OBS ?= 1
+LENET5_SEEDS ?= 0 1 2
+CONVNET_ARGS ?=
+LENET5_ARGS ?= -p train_steps 1876 -p learning_rate 0.002 -p hessian_examples 5000 \
+  -p fractions "[0, 0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.95, 0.98]" \
+  -p schedule "[0.5, 0.75, 0.9167, 0.95]" -p retrain_steps 938 -p iterative_hessian_examples 2000
+endif
+# Layer-wise OBS runs for each network's first seed only (about 2 minutes a seed on 2 cores;
+# CONVNET_OBS=0 leaves it out, as QUICK=1 does), and so does LeNet-5's iterative pruning with
+# retraining (about 5 minutes a seed): its other seeds are trained and pruned one-shot.
+first_only = $(if $(and $(filter 1,$(2)),$(filter $(firstword $(1)),$(3))),true,false)
+define convnet_rule
+convnet-$(1)-seed$(2)_ARGS := notebooks/convnet.ipynb $(REPORTS)/convnet-$(1)-seed$(2) -p arch $(1) \
+  -p seed $(2) -p out_dir $(abspath $(RESULTS))/convnets $(3)
+$(REPORTS)/convnet-$(1)-seed$(2).html: notebooks/convnet.ipynb $(LIB_DEPS) $$(call params,convnet-$(1)-seed$(2),convnet-$(1)-seed$(2)_ARGS) | $(STAMP)
+	$(RUN) $$(convnet-$(1)-seed$(2)_ARGS)
+endef
+$(foreach s,$(CONVNET_SEEDS),$(eval $(call convnet_rule,lenet_300_100,$(s),$(CONVNET_ARGS) \
+  -p obs $(call first_only,$(CONVNET_SEEDS),$(CONVNET_OBS),$(s)))))
+$(foreach s,$(LENET5_SEEDS),$(eval $(call convnet_rule,lenet5,$(s),$(LENET5_ARGS) \
+  -p obs $(call first_only,$(LENET5_SEEDS),$(CONVNET_OBS),$(s)) \
+  -p iterative $(call first_only,$(LENET5_SEEDS),1,$(s)))))
+CONVNET_REPORTS := $(CONVNET_SEEDS:%=$(REPORTS)/convnet-lenet_300_100-seed%.html) \
+  $(LENET5_SEEDS:%=$(REPORTS)/convnet-lenet5-seed%.html)
+
+convnet_compare_ARGS := notebooks/convnet_compare.ipynb $(REPORTS)/convnet_compare \
+  -p results_dir $(abspath $(RESULTS)) -p figures_dir $(abspath $(FIGURES)) -p out_dir $(abspath $(RESULTS))
+$(REPORTS)/convnet_compare.html: notebooks/convnet_compare.ipynb $(LIB_DEPS) $(call params,convnet_compare,convnet_compare_ARGS) $(CONVNET_REPORTS) | $(STAMP)
+	$(RUN) $(convnet_compare_ARGS)
+STUDY_REPORTS += $(REPORTS)/convnet_compare.html
+
 index_ARGS := --reports $(REPORTS) --figures $(FIGURES) --results $(RESULTS)
 $(REPORTS)/index.html: $(STUDY_REPORTS) $(LIB_DEPS) $(call params,index,index_ARGS) | $(STAMP)
 	$(PY) -m obd.report $(index_ARGS)

@@ -31,7 +31,8 @@
 #    channel);
 # 3. **iterative pruning with retraining** (LeCun et al.'s procedure): prune to each level of
 #    `schedule` by OBD (Hessian recomputed every round) or by magnitude, retrain the survivors with
-#    the mask fixed, repeat;
+#    the mask fixed (Adam, the learning rate cosine-decayed from `retrain_learning_rate` to 0 in
+#    every round), repeat;
 # 4. **where the pruning falls**: the fraction of each layer's kernel pruned.
 #
 # `convnet_compare.ipynb` gathers every seed of both networks and sets them against Han et al.
@@ -67,9 +68,10 @@ fractions = [0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.96, 0.98,
 hessian_examples = None  # None: all 60,000 training images; or the first N
 obs = True  # also run layer-wise OBS
 obs_calibration_examples = 2000  # training images whose layer inputs define each OBS problem
+iterative = True  # also run iterative pruning with retraining (OBD and magnitude)
 schedule = [0.5, 0.75, 0.875, 0.9167, 0.95]  # iterative targets: 2x, 4x, 8x, 12x, 20x
-retrain_steps = 1876  # Adam steps of retraining after each round
-retrain_learning_rate = 1e-4
+retrain_steps = 2814  # Adam steps of retraining after each round (3 epochs)
+retrain_learning_rate = 1e-3  # peak of each round's cosine-decayed retraining learning rate
 iterative_hessian_examples = None  # None: all training images; or the first N (every round)
 out_dir = "../scratch/convnets"  # make reproduce writes results/convnets/
 model_out = None  # None: <out_dir>/models/<arch>-seed<seed>.npz
@@ -79,7 +81,7 @@ check_no_unknown(
     globals(),
     _before,
     ["arch", "seed", "train_steps", "learning_rate", "fractions", "hessian_examples", "obs",
-     "obs_calibration_examples", "schedule", "retrain_steps", "retrain_learning_rate",
+     "obs_calibration_examples", "iterative", "schedule", "retrain_steps", "retrain_learning_rate",
      "iterative_hessian_examples", "out_dir", "model_out"],
 )  # fmt: skip
 convnets.check_arch(arch)
@@ -95,6 +97,7 @@ for name in ("hessian_examples", "iterative_hessian_examples"):
         check_number(name, globals()[name], lo=1, integer=True)
 check_choice("obs", obs, [True, False])
 check_number("obs_calibration_examples", obs_calibration_examples, lo=1, integer=True)
+check_choice("iterative", iterative, [True, False])
 levels_iter = check_schedule(schedule)
 check_number("retrain_steps", retrain_steps, lo=0, integer=True)
 check_number("retrain_learning_rate", retrain_learning_rate, lo=1e-12)
@@ -142,7 +145,7 @@ def kernel_sparsity(model_or_masks, label: str) -> pd.DataFrame:
 t0 = time.perf_counter()
 model, history = convnets.train_net(
     arch, x_train, y_train, x_test, y_test, seed=seed, steps=train_steps,
-    learning_rate=learning_rate, chunk_steps=max(1, train_steps // 10), progress=False,
+    learning_rate=learning_rate, chunk_steps=max(1, train_steps // 4), progress=False,
 )  # fmt: skip
 timings["train"] = time.perf_counter() - t0
 convnets.save_net(
@@ -211,35 +214,39 @@ plt.show()
 
 # %%
 iter_tables, finals = [], {}
-for kind in ("obd", "magnitude"):
+for kind in ("obd", "magnitude") if iterative else ():
     t0 = time.perf_counter()
     table, final = iterative_prune(
         model, x_train, y_train, x_test, y_test, saliency=kind, schedule=levels_iter,
         retrain_steps=retrain_steps, learning_rate=retrain_learning_rate,
         hessian_examples=iterative_hessian_examples, seed=seed, return_params=True,
+        lr_schedule="cosine",
     )  # fmt: skip
     timings[f"iterative-{kind}"] = time.perf_counter() - t0
     finals[kind] = final
     iter_tables.append(table)
-iterative = pd.concat(iter_tables, ignore_index=True)
-iterative.insert(0, "seed", seed)
-iterative.insert(0, "arch", arch)
-write_csv(iterative, "iterative")
-show = iterative.assign(
-    compression=1 / (1 - iterative.pruned_fraction),
-    error_pruned=100 * (1 - iterative.accuracy_pruned), error=100 * (1 - iterative.accuracy),
-)[["saliency", "round", "pruned_fraction", "compression", "error_pruned", "error"]]  # fmt: skip
-display(show.style.format({"pruned_fraction": "{:.2%}", "compression": "{:.1f}x",
-                           "error_pruned": "{:.2f}%", "error": "{:.2f}%"}))  # fmt: skip
+if iterative:
+    rounds = pd.concat(iter_tables, ignore_index=True)
+    rounds.insert(0, "seed", seed)
+    rounds.insert(0, "arch", arch)
+    write_csv(rounds, "iterative")
+    show = rounds.assign(
+        compression=1 / (1 - rounds.pruned_fraction),
+        error_pruned=100 * (1 - rounds.accuracy_pruned), error=100 * (1 - rounds.accuracy),
+    )[["saliency", "round", "pruned_fraction", "compression", "error_pruned", "error"]]  # fmt: skip
+    display(show.style.format({"pruned_fraction": "{:.2%}", "compression": "{:.1f}x",
+                               "error_pruned": "{:.2f}%", "error": "{:.2f}%"}))  # fmt: skip
+else:
+    print("iterative pruning not run for this seed (iterative=False)")
 
 # %% [markdown]
 # ## Where the pruning falls: fraction of each layer's kernel pruned
 #
-# For the final round of each iterative run, and for one-shot OBD and magnitude (global) at the
-# largest level of `fractions` that costs at most 1 point of test accuracy.
+# For the final round of each iterative run (when `iterative`), and for one-shot OBD and magnitude
+# (global) at the largest level of `fractions` that costs at most 1 point of test accuracy.
 
 # %%
-rows = [kernel_sparsity(finals[k], k) for k in ("obd", "magnitude")]
+rows = [kernel_sparsity(final, k) for k, final in finals.items()]
 for method in ("obd", "magnitude"):
     g = oneshot[(oneshot.method == method) & (oneshot.scope == "global")]
     ok = g[g.accuracy >= dense_acc - 0.01]

@@ -44,7 +44,7 @@ TINY: dict[str, dict] = {
         "train_steps": 5,
         "fractions": [0, 0.5],
         "hessian_examples": 200,
-        "obs_calibration_examples": 100,
+        "obs": False,  # layer-wise OBS of 784-wide layers takes ~100 s; tests/test_obs_nets.py
         "schedule": [0.5],
         "retrain_steps": 2,
         "iterative_hessian_examples": 200,
