@@ -163,14 +163,19 @@ def test_cli_rejects_a_missing_results_folder(tmp_path, capsys):
 
 def test_readme_blocks_are_filled_from_results(results, tmp_path):
     (results / "summary.md").write_text("| variant |\n|---|\n| OBD |\n")
+    (results / "convnet_summary.md").write_text("| network |\n|---|\n| LeNet-5 |\n")
     readme = tmp_path / "README.md"
     readme.write_text(
         "intro\n<!-- summary-table -->\nold table\n<!-- /summary-table -->\n"
+        "<!-- convnet-table -->\nold convnets\n<!-- /convnet-table -->\n"
         "## Findings\n<!-- findings -->\ntyped by hand: 99%\n<!-- /findings -->\nend\n"
     )
-    assert findings.fill_readme(readme, results) == ["findings", "summary-table"]
+    assert findings.fill_readme(readme, results) == ["findings", "summary-table", "convnet-table"]
     text = readme.read_text()
-    assert "typed by hand" not in text and "old table" not in text
+    assert "typed by hand" not in text and "old table" not in text and "old convnets" not in text
+    assert (
+        "<!-- convnet-table -->\n| network |\n|---|\n| LeNet-5 |\n<!-- /convnet-table -->" in text
+    )
     assert (
         "| OBD |" in text and "66.0 ± 1.4%" in text and text.endswith("<!-- /findings -->\nend\n")
     )

@@ -406,13 +406,16 @@ def test_lock_makes_a_second_run_wait(tmp_path):
 
 
 def _tree(tmp_path: Path) -> Path:
-    """A copy of what the build reads (Makefile, library, notebooks), its files an hour old, with
-    the environment linked: other work in this checkout cannot touch its timestamps."""
+    """A copy of what the build reads (Makefile, library, notebooks), its files an hour older than
+    the environment's install stamp, with the environment linked: other work in this checkout
+    cannot touch its timestamps, and the copy's make never reinstalls the shared environment
+    (which would point its editable install at the copy)."""
     tree = tmp_path / "tree"
     paths = ["Makefile", "pyproject.toml", "requirements.txt"]
     paths += [str(p.relative_to(ROOT)) for p in (ROOT / "lib" / "obd").glob("*.*")]
     paths += [str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb")]
-    old = time.time() - 3600
+    stamp = ROOT / ".venv" / ".installed"
+    old = min(time.time(), stamp.stat().st_mtime if stamp.exists() else time.time()) - 3600
     for rel in paths:
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         (tree / rel).write_bytes((ROOT / rel).read_bytes())

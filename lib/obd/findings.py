@@ -10,7 +10,8 @@ The convnet findings read the runs of ``convnet.ipynb`` (``convnets/*-seed*-*.cs
 
 ``python -m obd.findings --results DIR`` writes ``DIR/findings.json`` and ``DIR/findings.md``
 and prints how many held; ``--readme README.md`` also rewrites the README's generated blocks
-(``<!-- findings -->`` and ``<!-- summary-table -->``) from the same numbers.
+(``<!-- findings -->``, ``<!-- summary-table -->``, ``<!-- convnet-table -->``) from the same
+numbers.
 """
 
 from __future__ import annotations
@@ -375,10 +376,11 @@ def _convnet_12x(r: _Results) -> tuple[str, str, bool]:
         f = t.tolerated_fraction
         held &= bool((f >= cs.TARGET - 1e-9).all())
         worst = float(f.min())
+        n = len(f)
         parts.append(
             f"{name} {_pm(f)} of the kernel weights pruned ({cs.compression(float(f.mean())):.1f}x; "
-            f"worst seed {_pct(worst)}, {cs.compression(worst):.1f}x) from a dense error of "
-            f"{100 * t.dense_error.mean():.2f}%"
+            f"worst seed {_pct(worst)}, {cs.compression(worst):.1f}x; {n} seed{'s' if n > 1 else ''}"
+            f") from a dense error of {100 * t.dense_error.mean():.2f}%"
         )
     text = (
         "Iterative OBD with retraining against Han et al. (2015)'s 12x at no loss of accuracy "
@@ -490,13 +492,16 @@ def fill_readme(readme: str | Path, results: str | Path) -> list[str]:
     """Replace the generated blocks of ``readme`` with this run's numbers; return their names.
 
     A block lies between ``<!-- NAME -->`` and ``<!-- /NAME -->``: ``findings`` (from
-    :func:`to_markdown`) and ``summary-table`` (``results/summary.md``, written by compare.ipynb).
+    :func:`to_markdown`), ``summary-table`` (``results/summary.md``, written by compare.ipynb)
+    and ``convnet-table`` (``results/convnet_summary.md``, written by convnet_compare.ipynb).
     """
     readme, results = Path(readme), Path(results)
     text = readme.read_text()
     blocks = {"findings": to_markdown(compute(results))}
     if (results / "summary.md").is_file():
         blocks["summary-table"] = (results / "summary.md").read_text()
+    if (results / "convnet_summary.md").is_file():
+        blocks["convnet-table"] = (results / "convnet_summary.md").read_text()
     filled = []
     for name, body in blocks.items():
         start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
