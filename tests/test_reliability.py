@@ -268,6 +268,18 @@ def test_runner_resolves_relative_paths_from_the_callers_folder(tmp_path):
     assert (tmp_path / "rel").is_dir() and not (tmp_path / "nbs" / "rel").exists()
 
 
+def test_runner_treats_out_prefixed_parameters_as_output_files(tmp_path):
+    nb = _notebook(tmp_path / "nbs", 'out = "a.csv"\nout_mask = "b.csv"\nout_dir = "d"', "pass")
+    got = runner.check_parameters(nb, {"out_mask": "rel/y.csv", "out_dir": "rel/d"}, cwd=tmp_path)
+    assert got == {"out_mask": os.path.join("..", "rel", "y.csv"),
+                   "out_dir": os.path.join("..", "rel", "d")}  # fmt: skip
+    assert runner.is_output_param("out_mask") and not runner.is_output_folder("out_mask")
+    assert runner.is_output_folder("out_dir") and runner.is_output_folder("figures_dir")
+    (tmp_path / "rel" / "y.csv").mkdir(parents=True)
+    with pytest.raises(ValueError, match="out_mask=.* is a folder; a file path is expected"):
+        runner.check_parameters(nb, {"out_mask": "rel/y.csv"}, cwd=tmp_path)
+
+
 def test_runner_refuses_an_unwritable_output_before_any_work(tmp_path):
     nb = _notebook(tmp_path / "nbs", PARAMS, "pass")
     (tmp_path / "afile").write_text("")
@@ -294,12 +306,17 @@ def test_runner_end_to_end_paths_errors_first_and_no_kernel_for_bad_parameters(t
         "Path(out).write_text(f'{learning_rate!r} {steps!r}')"
     )
     nb = _notebook(tmp_path / "nbs", PARAMS, body)
-    ok = _run(str(nb), "reports/ok", "-p", "learning_rate", "1e-4", "-p", "out", "rel/x.csv",
-              cwd=tmp_path)  # fmt: skip
+    ok = _run("nbs/nb.ipynb", "reports/ok", "-p", "learning_rate", "1e-4", "-p", "out",
+              "rel/x.csv", cwd=tmp_path)  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "rel" / "x.csv").read_text() == "0.0001 10"
     assert not (tmp_path / "nbs" / "rel").exists()
     assert (tmp_path / "reports" / "ok.html").stat().st_mode & 0o077 == 0o066 & ~_umask()
+    # no machine path in the executed notebook: parameters and papermill's provenance are relative
+    executed = (tmp_path / "reports" / "ok.ipynb").read_text()
+    assert str(tmp_path) not in executed
+    meta = nbformat.reads(executed, as_version=4).metadata["papermill"]
+    assert (meta["input_path"], meta["output_path"]) == ("nbs/nb.ipynb", "reports/ok.ipynb")
 
     bad = _run(str(nb), "reports/bad", "-p", "steps", "2.5", cwd=tmp_path)
     assert bad.returncode == 2  # refused before a kernel started: no report, no failed copy

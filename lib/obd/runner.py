@@ -57,19 +57,25 @@ def parse_value(text: str) -> Any:
 
 def is_path_param(name: str) -> bool:
     """Parameters holding paths (a string or a list of strings), resolved from the caller's
-    working directory: ``out``, ``*_out``, ``model*`` and ``*_dir``."""
-    return name == "out" or name.endswith(("_out", "_dir")) or name.startswith("model")
+    working directory: ``out``, ``out_*``, ``*_out``, ``model*`` and ``*_dir``."""
+    return name == "out" or name.startswith(("out_", "model")) or name.endswith(("_out", "_dir"))
 
 
 def is_output_param(name: str) -> bool:
-    """Path parameters the notebook writes to (checked writable before the run): ``out`` and
-    ``*_out`` are files, ``figures_dir``, ``out_dir`` and ``*_out_dir`` folders."""
+    """Path parameters the notebook writes to (checked writable before the run): ``out``,
+    ``out_*`` and ``*_out`` are files, ``figures_dir``, ``out_dir`` and ``*_out_dir`` folders."""
     return (
         name == "out"
+        or name.startswith("out_")
         or name.endswith("_out")
         or name in ("figures_dir", "out_dir")
         or (name.endswith("_out_dir"))
     )
+
+
+def is_output_folder(name: str) -> bool:
+    """Output parameters naming folders (the rest name files)."""
+    return name in ("figures_dir", "out_dir") or name.endswith("_out_dir")
 
 
 def _resolve(value: Any, base: Path) -> Any:
@@ -163,9 +169,21 @@ def check_parameters(
         if not is_output_param(name) or not isinstance(value, str) or not value:
             continue
         path = Path(value) if os.path.isabs(value) else notebook.parent / value
-        check_writable(path, name=name, folder=not (name == "out" or name.endswith("_out")))
+        check_writable(path, name=name, folder=is_output_folder(name))
     return {k: _from_notebook(v, notebook.parent) if is_path_param(k) else v
             for k, v in resolved.items()}  # fmt: skip
+
+
+def _relative_provenance(path: Path, notebook: Path, report: Path) -> None:
+    """Papermill records the input and output paths in the executed notebook's metadata; write
+    them as the caller gave them (relative), not as the temporary file's absolute path."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    meta = nb.metadata.get("papermill")
+    if meta is not None:
+        meta["input_path"], meta["output_path"] = str(notebook), str(report)
+        nbformat.write(nb, str(path))
 
 
 def run_notebook(
@@ -208,6 +226,7 @@ def run_notebook(
             os.chmod(tmp, file_mode())
             os.replace(tmp, failed)
             raise
+        _relative_provenance(tmp, notebook, ipynb)
         body, _ = HTMLExporter().from_filename(str(tmp))
     failed.unlink(missing_ok=True)
     write_text(html, body)
