@@ -160,12 +160,26 @@ display(Markdown("\n".join(lines)))
 # One panel per network; top: the whole range on a log scale, bottom: the high-sparsity region.
 # One-shot methods (no retraining) are lines: the mean over training seeds, with a band from the
 # lowest to the highest seed. Iterative runs are markers after each round's retraining (mean
-# over seeds, bars from lowest to highest). The star is Han et al.'s pruned network, the hollow
-# star their dense reference; the dashed grey line is our dense error plus `tol`.
+# over seeds, bars from lowest to highest). The star (drawn behind the markers) is Han et al.'s
+# pruned network, the hollow star their dense reference; the dashed grey line is our dense error
+# plus `tol`. The legend gives the seeds behind each method, per network where they differ.
 
 # %%
 fig, axes = plt.subplots(2, len(archs), figsize=(6.5 * len(archs), 9), squeeze=False)
 handles: dict[str, object] = {}
+seeds_of = curves.groupby(["method", "arch"]).seed.nunique()
+
+
+def method_label(method: str, lab: str) -> str:
+    """``lab`` with the seeds behind it, per network (they differ between networks)."""
+    n = seeds_of[method]
+    counts = {cs.arch_label(a): int(n[a]) for a in archs if a in n.index}
+    if len(set(counts.values())) == 1:
+        k = next(iter(counts.values()))
+        return f"{lab}, {k} seed{'s' if k > 1 else ''}"
+    return f"{lab}, seeds: " + ", ".join(f"{a} {k}" for a, k in counts.items())
+
+
 for col, arch in enumerate(archs):
     c = curves[curves.arch == arch]
     dense_mean = float(per_seed[per_seed.arch == arch].dense_error.mean())
@@ -174,7 +188,6 @@ for col, arch in enumerate(archs):
             g = c[c.method == method]
             if g.empty:
                 continue
-            n = g.seed.nunique()
             b = g.groupby("fraction").agg(x=("pruned_fraction", "mean"), m=("error", "mean"),
                                           lo=("error", "min"), hi=("error", "max"))  # fmt: skip
             if marker is None:
@@ -186,14 +199,16 @@ for col, arch in enumerate(archs):
                 h = ax.errorbar(100 * b.x, 100 * b.m, yerr=yerr, fmt=marker, color=colour,
                                 ms=7 if face == "white" else 5, capsize=2, lw=1,
                                 markerfacecolor=face, zorder=3)  # fmt: skip
-            handles.setdefault(f"{lab}, n={n}", h)
+            handles.setdefault(method_label(method, lab), h)
         if arch in han_total.index:
             p = han_total.loc[arch]
             x_han = 100 * (1 - p.pruned_weights / p.weights)
-            (h,) = ax.plot([x_han], [p.pruned_error_pct], "*", color="black", ms=14, zorder=4)
+            # drawn below the markers (zorder 3): a marker at 12x is not hidden behind the star
+            (h,) = ax.plot([x_han], [p.pruned_error_pct], "*", color="black", ms=14, zorder=2,
+                           alpha=0.6)  # fmt: skip
             handles.setdefault("Han et al. 2015, pruned (published)", h)
             if row == 0:
-                (h,) = ax.plot([0], [p.dense_error_pct], "*", color="black", ms=14, zorder=4,
+                (h,) = ax.plot([0], [p.dense_error_pct], "*", color="black", ms=14, zorder=2,
                                markerfacecolor="none")  # fmt: skip
                 handles.setdefault("Han et al. 2015, dense reference (published)", h)
         h = ax.axhline(100 * (dense_mean + tol), color="grey", ls="--", lw=1)
@@ -241,6 +256,19 @@ if layers is not None:
     sources = [s for s in cs.SPARSITY_SOURCES if s in set(layers.source)]
     fig, axes = plt.subplots(1, len(archs), figsize=(6.5 * len(archs), 4.5), squeeze=False)
     width = 0.8 / len(sources)
+
+    def source_label(src: str) -> str:
+        """The bars' label with the seeds behind them, per network where they differ."""
+        lab = cs.SPARSITY_SOURCES[src][0]
+        if src == "han2015":
+            return lab
+        seeds = layers[layers.source == src].groupby("arch").seeds.max()
+        counts = {cs.arch_label(a): int(seeds[a]) for a in archs if a in seeds.index}
+        if len(set(counts.values())) == 1:
+            k = next(iter(counts.values()))
+            return f"{lab}, {k} seed{'s' if k > 1 else ''}"
+        return f"{lab}, seeds: " + ", ".join(f"{a} {k}" for a, k in counts.items())
+
     for ax, arch in zip(axes[0], archs, strict=True):
         la = layers[layers.arch == arch]
         names = [n for n in cs.LAYERS.get(arch, ()) if n in set(la.name)] or list(
@@ -249,7 +277,7 @@ if layers is not None:
         for i, src in enumerate(sources):
             g = la[la.source == src].set_index("name").reindex(names)
             x = np.arange(len(names)) + (i - (len(sources) - 1) / 2) * width
-            lab, colour = cs.SPARSITY_SOURCES[src]
+            colour = cs.SPARSITY_SOURCES[src][1]
             n = int(g.seeds.max()) if g.seeds.notna().any() else 0
             oneshot = src.startswith("oneshot")
             ax.bar(x, 100 * g.remaining_mean, width, color=colour, alpha=0.45 if oneshot else 1,
@@ -257,7 +285,7 @@ if layers is not None:
                                        g.remaining_max - g.remaining_mean], 0, None)
                    if n > 1 else None,
                    capsize=2, error_kw={"lw": 0.8},
-                   label=lab if src == "han2015" else f"{lab}, n={n}",
+                   label=source_label(src),
                    hatch={"han2015": "//", "oneshot_obd": "..", "oneshot_magnitude": ".."}.get(src),
                    edgecolor="white" if src == "han2015" else colour)  # fmt: skip
         sizes = la[la.source != "han2015"].groupby("name")["size"].max()
