@@ -478,8 +478,11 @@ def test_outputs_depend_on_parameters_and_every_module(tmp_path):
     )
     finish_all()
     assert planned() == set()
-    # another step count reruns the trainings and everything downstream
-    assert planned("STEPS=100") == everything
+    # another step count reruns the MLP trainings and everything downstream; the convnet study
+    # trains its own networks, so its runs do not depend on STEPS
+    convnets = {n for n in everything if n.startswith("convnet")}
+    assert {"convnet-lenet5-seed0", "convnet-lenet_300_100-seed0", "convnet_compare"} <= convnets
+    assert planned("STEPS=100") == everything - convnets | {"index"}
     assert "-p steps 100" in (dirs["reports"] / ".params" / "train-plain-seed0.args").read_text()
     finish_all()
     assert planned("STEPS=100") == set()
@@ -487,6 +490,13 @@ def test_outputs_depend_on_parameters_and_every_module(tmp_path):
     prune = planned("STEPS=100", "PRUNE_ARGS=-p hessian_examples 100")
     assert "prune-obd-global-plain" in prune and "compare" in prune and "index" in prune
     assert not any(n.startswith("train-") for n in prune) and "retrain" not in prune
+    assert not prune & convnets
+    finish_all()
+    # the convnet runs' own arguments rerun them and what reads them, nothing of the MLP study
+    conv = planned(
+        "STEPS=100", "PRUNE_ARGS=-p hessian_examples 100", "LENET5_ARGS=-p train_steps 50"
+    )
+    assert conv == {"convnet-lenet5-seed0", "convnet_compare", "index"}
     finish_all()
     # editing any library module (io.py, runner.py, study.py, params.py) reruns every notebook
     for module in ("io.py", "runner.py", "study.py", "params.py"):
