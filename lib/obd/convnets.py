@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from obd import nets
 from obd.checks import check_converging, check_examples
-from obd.io import atomic_path
+from obd.model import _META_KEY, write_checkpoint
 from obd.network import Network, as_network, input_check, with_params
 from obd.params import check_number
 from obd.train import batch_indices
@@ -49,7 +49,6 @@ LAYER_NAMES: dict[str, tuple[str, ...]] = {
 }
 #: Display names.
 TITLES: dict[str, str] = {"lenet_300_100": "LeNet-300-100", "lenet5": "LeNet-5"}
-_META_KEY = "__meta__"
 
 
 def check_arch(arch: str) -> str:
@@ -176,14 +175,7 @@ def save_net(path: str | os.PathLike, model: nnx.Module, meta: dict[str, Any]) -
     if not isinstance(meta, dict) or "arch" not in meta:
         raise ValueError("meta must be a dict naming the model's 'arch'")
     check_arch(meta["arch"])
-    _, params, _ = as_network(model)
-    arrays = {f"layer{i}/{k}": np.asarray(v) for i, p in enumerate(params) for k, v in p.items()}
-    try:
-        arrays[_META_KEY] = np.array(json.dumps(meta, sort_keys=True, allow_nan=False))
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"meta must be JSON-serialisable (finite numbers): {err}") from None
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)
+    write_checkpoint(path, as_network(model)[1], meta)
 
 
 def load_net(path: str | os.PathLike) -> tuple[nnx.Sequential, dict[str, Any]]:

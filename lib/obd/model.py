@@ -160,6 +160,13 @@ _META_KEY = "__meta__"
 def save_params(path: str | os.PathLike, params: Params, meta: dict[str, Any]) -> None:
     """Save ``params`` and a JSON-serialisable ``meta`` dict to an ``.npz`` file, atomically."""
     layer_sizes(params)
+    write_checkpoint(path, params, meta)
+
+
+def write_checkpoint(path: str | os.PathLike, params: list[dict], meta: dict[str, Any]) -> None:
+    """Write a list of per-layer tensor dicts (``layer{i}/{name}`` entries) and a JSON ``meta``
+    dict to an ``.npz`` file, atomically: the format of :func:`save_params` and of
+    ``obd.convnets.save_net``."""
     arrays = {
         f"layer{i}/{k}": np.asarray(v) for i, layer in enumerate(params) for k, v in layer.items()
     }
