@@ -35,6 +35,7 @@ from obd.checks import check_converging, check_examples
 from obd.model import _META_KEY, write_checkpoint
 from obd.network import Network, as_network, input_check, with_params
 from obd.params import check_number
+from obd.retrain import _evaluate_net
 from obd.train import batch_indices
 
 #: Architecture name -> constructor taking ``nnx.Rngs``.
@@ -96,13 +97,6 @@ def _chunk_fn(net: Network, opt: optax.GradientTransformation, x, y):
     return run
 
 
-@jax.jit(static_argnames=("net",))
-def _evaluate(net: Network, params, x, y):
-    logits = net.apply(params, x)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    return (logits.argmax(-1) == y).mean(), ce
-
-
 def evaluate(model: nnx.Module, x: Any, y: Any, batch: int = 2_000) -> tuple[float, float]:
     """Accuracy and mean cross-entropy of ``model`` on ``(x, y)``, in batches of ``batch``."""
     net, params, _ = as_network(model)
@@ -111,7 +105,9 @@ def evaluate(model: nnx.Module, x: Any, y: Any, batch: int = 2_000) -> tuple[flo
     x, y = np.asarray(x), np.asarray(y)
     acc = ce = 0.0
     for s in range(0, len(x), batch):
-        a, c = _evaluate(net, params, jnp.asarray(x[s : s + batch]), jnp.asarray(y[s : s + batch]))
+        a, c = _evaluate_net(
+            net, params, jnp.asarray(x[s : s + batch]), jnp.asarray(y[s : s + batch])
+        )
         acc += float(a) * len(x[s : s + batch])
         ce += float(c) * len(x[s : s + batch])
     return acc / len(x), ce / len(x)
