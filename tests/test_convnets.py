@@ -143,3 +143,10 @@ def test_cosine_retraining_equals_a_plain_optax_loop():
         retrain.retrain_masked(model, keep, x, y, steps=2, lr_schedule="linear")
     with pytest.raises(ValueError, match="lr_schedule"):
         retrain.iterative_prune(model, x, y, x, y, saliency="magnitude", lr_schedule="step")
+
+
+def test_predict_equals_apply_on_lenet5():
+    """Evaluation's ``Network.predict`` (lax convolutions) gives ``apply``'s logits (im2col)."""
+    net, params, _ = as_network(convnets.build("lenet5", seed=3))
+    x = np.random.default_rng(0).uniform(size=(5, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_allclose(net.predict(params, x), net.apply(params, x), rtol=1e-4, atol=1e-5)

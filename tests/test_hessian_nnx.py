@@ -137,14 +137,15 @@ def test_tiling_pools_match_dense_hessian(act, kind):
      ((11, 10), (2, 3), (3, 2), "VALID"), ((4, 4), (4, 4), 1, "SAME")],
 )  # fmt: skip
 def test_conv_and_pool_ops_equal_lax(hw, kernel, stride, padding):
-    """The im2col convolution of ``obd.network.Conv`` equals ``lax.conv_general_dilated`` (as
-    ``nnx.Conv`` computes it), and the tiling pools equal ``nnx.max_pool``/``avg_pool``."""
+    """The im2col convolution of ``obd.network.Conv`` (and ``Network.predict``'s) equals
+    ``lax.conv_general_dilated`` (as ``nnx.Conv`` computes it), and the tiling pools equal ``nnx.max_pool``/``avg_pool``."""
     from obd.network import as_network
 
     conv = nnx.Conv(2, 3, kernel, strides=stride, padding=padding, rngs=nnx.Rngs(0), **F64)
     x, _ = _data(3, shape=(*hw, 2))
     net, params, _ = as_network(nnx.Sequential(conv))
     np.testing.assert_allclose(net.apply(params, x), conv(x), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(net.predict(params, x), conv(x), rtol=1e-12, atol=1e-12)
     h = x[:, : hw[0] // 2 * 2, : hw[1] // 2 * 2]
     window = {"window_shape": (2, 2), "strides": (2, 2), "padding": "VALID"}
     np.testing.assert_array_equal(nets.max_pool(2)(h), nnx.max_pool(h, **window))

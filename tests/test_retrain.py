@@ -69,7 +69,8 @@ def test_retraining_after_pruning_recovers_loss(trained):
                                              loss_reduction="mean", return_loss=True)  # fmt: skip
     healed = float(loss(out, x, y))
     assert healed < hurt - 0.5 * (hurt - base)
-    assert 0 < train_loss < hurt
+    # the per-example mean over the last chunk's batches (not divided again by the batch size)
+    assert 0.3 * healed < train_loss < hurt
 
 
 def test_retraining_is_deterministic(trained):

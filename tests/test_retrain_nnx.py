@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 from jax.flatten_util import ravel_pytree
@@ -63,6 +64,8 @@ def test_masked_convnet_training_keeps_zeros_and_learns():
     assert np.count_nonzero(w) > 0
     acc = float((trained(jnp.asarray(x)).argmax(-1) == y).mean())
     assert acc > 0.8 and loss < 0.6
+    ce = float(optax.softmax_cross_entropy_with_integer_labels(trained(jnp.asarray(x)), y).mean())
+    assert ce / 3 < loss < 3 * ce + 0.05  # the per-example mean, not divided by the batch again
     with pytest.raises(ValueError, match="dropout_rate applies to the plain MLP only"):
         retrain.retrain_masked(model, keep, x, y, steps=1, dropout_rate=0.2)
     with pytest.raises(ValueError, match=r"x must be images \[N, height, width, 1\]"):

@@ -73,6 +73,16 @@ class Conv:
         z = p @ kernel.astype(dtype).reshape(kh * kw * cin, cout)
         return z.reshape(h.shape[0], oh, ow, cout)
 
+    def infer(self, h: jax.Array, kernel: jax.Array) -> jax.Array:
+        """The same convolution by ``lax.conv_general_dilated``: about 3x faster than
+        :meth:`__call__` forward-only on XLA:CPU (no patches in memory), far slower to
+        differentiate; for evaluation (:meth:`Network.predict`)."""
+        dtype = jnp.result_type(h, kernel)
+        return jax.lax.conv_general_dilated(
+            h.astype(dtype), kernel.astype(dtype), self.strides, self.padding,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )  # fmt: skip
+
     def out_hw(self, hw: tuple[int, int], khw: tuple[int, int]) -> tuple[int, int]:
         """Output height and width for an input of ``hw`` and a kernel of ``khw``."""
         pads = self.pads(hw, khw)
@@ -184,6 +194,18 @@ class Network:
         h = x
         for op in self.ops:
             h = self.apply_op(op, params, h)
+        return h
+
+    def predict(self, params: Params, x: jax.Array) -> jax.Array:
+        """The logits of ``x``, as :meth:`apply` (equal to rounding) with convolutions by
+        :meth:`Conv.infer`: for evaluation, not for derivatives."""
+        h = x
+        for op in self.ops:
+            if isinstance(op, Conv):
+                z = op.infer(h, params[op.slot]["kernel"])
+                h = z + params[op.slot]["bias"] if op.use_bias else z
+            else:
+                h = self.apply_op(op, params, h)
         return h
 
     def output_sizes(self, params: Params, x_shape: tuple[int, ...]) -> list[int]:

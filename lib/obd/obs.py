@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pandas as pd
+import scipy.linalg
 
 from obd.checks import check_examples
 from obd.model import (
@@ -94,17 +95,36 @@ def _check_damping(damping) -> float:
     return float(damping)
 
 
+def spd_inverse(h: np.ndarray) -> np.ndarray | None:
+    """Inverse of each symmetric positive-definite matrix in ``h`` (``[d, d]`` or ``[..., d, d]``,
+    float64), or ``None`` if one is not positive definite.
+
+    LAPACK's Cholesky ``h = L L^T`` (``potrf``) then ``h^-1`` from ``L`` (``potri``): about a
+    sixth of the work of inverting ``L`` and multiplying ``L^-T L^-1``.
+    """
+    h = np.asarray(h, np.float64)
+    out = np.empty_like(h)
+    for i in np.ndindex(h.shape[:-2]):
+        c, info = scipy.linalg.lapack.dpotrf(h[i], lower=True)
+        if info != 0:
+            return None
+        inv, info = scipy.linalg.lapack.dpotri(c, lower=True)
+        if info != 0:
+            return None
+        inv = np.tril(inv)
+        out[i] = inv + np.tril(inv, -1).T
+    return out
+
+
 def _inverse(h: np.ndarray) -> np.ndarray:
     """Inverse of the symmetric ``h``; ``ValueError`` unless it is positive definite."""
-    try:
-        c = np.linalg.cholesky(h)
-    except np.linalg.LinAlgError:
+    inv = spd_inverse(h)
+    if inv is None:
         raise ValueError(
             "the layer Hessian 2 X^T X / n is singular (dead inputs or fewer examples than "
             "inputs): use damping > 0"
-        ) from None
-    c_inv = np.linalg.inv(c)
-    return c_inv.T @ c_inv
+        )
+    return inv
 
 
 def obs_unit_trace(w: jax.Array, hinv: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -622,17 +642,15 @@ def damped_inverses(blocks: np.ndarray, damping: float = GLOBAL_DAMPING) -> np.n
     fallback = float(scale.mean()) if scale.mean() > 0 else 1.0
     delta = damping * np.where(scale > 0, scale, fallback)
     h = h + delta[:, None, None] * np.eye(h.shape[1])
-    try:
-        c = np.linalg.cholesky(h)
-    except np.linalg.LinAlgError:
+    inv = spd_inverse(h)
+    if inv is None:
         raise ValueError(
             "a unit's damped Hessian block is not positive definite: blocks are singular when "
             "inputs are zero on every example or there are fewer examples than inputs (use "
             "damping > 0), and for activations that are not piecewise linear the exact block can "
             "have negative curvature (use a larger damping)"
-        ) from None
-    c_inv = np.linalg.inv(c)
-    return np.swapaxes(c_inv, 1, 2) @ c_inv
+        )
+    return inv
 
 
 def _stage_sizes(d: int, smallest: int = 64) -> list[int]:

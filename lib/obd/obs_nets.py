@@ -45,7 +45,7 @@ def _level_metrics(net: Network, params: list, kernels: list, x, y):
         dict(layer, kernel=k.reshape(layer["kernel"].shape))
         for layer, k in zip(params, kernels, strict=True)
     ]
-    logits = net.apply(layers, x)
+    logits = net.predict(layers, x)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return (logits.argmax(-1) == y).mean(), ce
 

@@ -161,7 +161,7 @@ def apply_masks(params: Params | Any, masks: Params | Any) -> Params | Any:
 
 def _level_metrics(net, params, rank, k, x, y):
     masked = jax.tree.map(lambda p, r, kk: jnp.where(r >= kk, p, 0), params, rank, k)
-    logits = net.apply(masked, x)
+    logits = net.predict(masked, x)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return (logits.argmax(-1) == y).mean(), ce
 

@@ -110,7 +110,8 @@ def _masked_chunk(params, opt_state, keep, x, y, idx, ts, drop_key,
         value, grads = jax.value_and_grad(batch_loss)(p, x[i], y[i], key)
         updates, state = opt.update(zero_pruned(grads), state, p)
         p = zero_pruned(optax.apply_updates(p, zero_pruned(updates)))
-        return (p, state), value / i.shape[0]
+        # the per-example mean loss of the batch, whichever reduction is minimised
+        return (p, state), value / i.shape[0] if loss_reduction == "sum" else value
 
     (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (idx, ts))
     return params, opt_state, losses.mean(), jnp.argmin(jnp.isfinite(losses))
@@ -200,7 +201,7 @@ def _evaluate_mlp(params, x, y, activation):
 
 @jax.jit(static_argnames=("net",))
 def _evaluate_net(net: Network, params, x, y):
-    logits = net.apply(params, x)
+    logits = net.predict(params, x)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return (logits.argmax(-1) == y).mean(), ce
 

@@ -94,7 +94,8 @@ def _make_chunk_fn(cfg: TrainConfig, opt: optax.GradientTransformation, x, y, dr
         key = jax.random.fold_in(drop_key, t) if cfg.dropout_rate > 0 else None
         value, grads = jax.value_and_grad(batch_loss)(params, x[idx], y[idx], key)
         updates, opt_state = opt.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), value / idx.shape[0]
+        mean = value / idx.shape[0] if cfg.loss_reduction == "sum" else value  # per example
+        return (optax.apply_updates(params, updates), opt_state), mean
 
     @jax.jit
     def run_chunk(params, opt_state, idx, ts):
