@@ -150,6 +150,7 @@ ifeq ($(QUICK),1)
 OBS_ARGS ?= -p calibration_examples 2000 \
   -p fractions "[0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1]"
 RETRAIN_ARGS ?= -p retrain_steps 500 -p hessian_examples 5000 -p oneshot_retrain false
+RETRAIN_SEEDS ?= $(firstword $(SEEDS))
 endif
 define obs_rule
 prune-obs-layerwise-$(1)_ARGS := notebooks/obs.ipynb $(REPORTS)/prune-obs-layerwise-$(1) \
@@ -206,9 +207,13 @@ curvature_ARGS := notebooks/curvature.ipynb $(REPORTS)/curvature -p model $(call
 $(REPORTS)/curvature.html: notebooks/curvature.ipynb $(ANALYSIS_DEPS) $(call params,curvature,curvature_ARGS) $(SEED0) | $(STAMP)
 	$(RUN) $(curvature_ARGS)
 
-retrain_ARGS := notebooks/retrain.ipynb $(REPORTS)/retrain -p model "[$(call model0,plain)]" \
+# Retraining runs on the first 3 seeds (RETRAIN_SEEDS; QUICK: the first)
+RETRAIN_SEEDS ?= $(wordlist 1,3,$(SEEDS))
+retrain_models = [$(subst $(space),$(comma),$(foreach s,$(RETRAIN_SEEDS),$(abspath $(RESULTS))/models/plain-seed$(s).npz))]
+retrain_ARGS := notebooks/retrain.ipynb $(REPORTS)/retrain -p model "$(retrain_models)" \
   -p out $(abspath $(RESULTS))/retrain.csv -p figures_dir $(abspath $(FIGURES)) $(RETRAIN_ARGS)
-$(REPORTS)/retrain.html: notebooks/retrain.ipynb $(LIB_DEPS) $(call params,retrain,retrain_ARGS) $(SEED0) | $(STAMP)
+$(REPORTS)/retrain.html: notebooks/retrain.ipynb $(LIB_DEPS) $(call params,retrain,retrain_ARGS) \
+  $(RETRAIN_SEEDS:%=$(REPORTS)/train-plain-seed%.html) | $(STAMP)
 	$(RUN) $(retrain_ARGS)
 
 STUDY_REPORTS := $(REPORTS)/compare.html $(REPORTS)/assumptions.html $(REPORTS)/curvature.html \
