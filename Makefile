@@ -150,7 +150,7 @@ ifeq ($(QUICK),1)
 OBS_ARGS ?= -p calibration_examples 2000 \
   -p fractions "[0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1]"
 RETRAIN_ARGS ?= -p retrain_steps 500 -p hessian_examples 5000 -p oneshot_retrain false
-RETRAIN_SEEDS ?= $(firstword $(SEEDS))
+ANALYSIS_SEEDS ?= $(firstword $(SEEDS))
 endif
 define obs_rule
 prune-obs-layerwise-$(1)_ARGS := notebooks/obs.ipynb $(REPORTS)/prune-obs-layerwise-$(1) \
@@ -186,10 +186,12 @@ compare_ARGS := notebooks/compare.ipynb $(REPORTS)/compare -p results_dir $(absp
 $(REPORTS)/compare.html: $(COMPARE_DEPS) $(call params,compare,compare_ARGS) $(PRUNE_REPORTS) | $(STAMP)
 	$(RUN) $(compare_ARGS)
 
-# Analyses beyond the blog, on the seed-0 models
+# Analyses beyond the blog (assumptions, curvature, retraining), on the first 3 seeds' models
+# (ANALYSIS_SEEDS; QUICK: the first seed's)
 ANALYSIS_DEPS := $(LIB_DEPS)
-SEED0 := $(REPORTS)/train-plain-seed$(firstword $(SEEDS)).html $(REPORTS)/train-dropout-seed$(firstword $(SEEDS)).html
-model0 = $(abspath $(RESULTS))/models/$(1)-seed$(firstword $(SEEDS)).npz
+ANALYSIS_SEEDS ?= $(wordlist 1,3,$(SEEDS))
+analysis_models = [$(subst $(space),$(comma),$(foreach s,$(ANALYSIS_SEEDS),$(abspath $(RESULTS))/models/$(1)-seed$(s).npz))]
+ANALYSIS_TRAIN := $(foreach m,plain dropout,$(ANALYSIS_SEEDS:%=$(REPORTS)/train-$(m)-seed%.html))
 ifeq ($(QUICK),1)
 ASSUMPTIONS_ARGS ?= -p hessian_examples 5000 -p fractions "[0, 0.1, 0.3, 0.5, 0.7, 0.9]"
 CURVATURE_ARGS ?= -p hessian_examples 5000 -p hutchinson_probes "[1, 10]" -p adam_steps 200 \
@@ -197,23 +199,20 @@ CURVATURE_ARGS ?= -p hessian_examples 5000 -p hutchinson_probes "[1, 10]" -p ada
 endif
 
 assumptions_ARGS := notebooks/assumptions.ipynb $(REPORTS)/assumptions \
-  -p model_plain $(call model0,plain) -p model_dropout $(call model0,dropout) \
+  -p model_plain "$(call analysis_models,plain)" -p model_dropout "$(call analysis_models,dropout)" \
   -p figures_dir $(abspath $(FIGURES)) -p out $(abspath $(RESULTS))/assumptions.csv $(ASSUMPTIONS_ARGS)
-$(REPORTS)/assumptions.html: notebooks/assumptions.ipynb $(ANALYSIS_DEPS) $(call params,assumptions,assumptions_ARGS) $(SEED0) | $(STAMP)
+$(REPORTS)/assumptions.html: notebooks/assumptions.ipynb $(ANALYSIS_DEPS) $(call params,assumptions,assumptions_ARGS) $(ANALYSIS_TRAIN) | $(STAMP)
 	$(RUN) $(assumptions_ARGS)
 
-curvature_ARGS := notebooks/curvature.ipynb $(REPORTS)/curvature -p model $(call model0,plain) \
+curvature_ARGS := notebooks/curvature.ipynb $(REPORTS)/curvature -p model "$(call analysis_models,plain)" \
   -p figures_dir $(abspath $(FIGURES)) -p out $(abspath $(RESULTS))/curvature.csv $(CURVATURE_ARGS)
-$(REPORTS)/curvature.html: notebooks/curvature.ipynb $(ANALYSIS_DEPS) $(call params,curvature,curvature_ARGS) $(SEED0) | $(STAMP)
+$(REPORTS)/curvature.html: notebooks/curvature.ipynb $(ANALYSIS_DEPS) $(call params,curvature,curvature_ARGS) $(ANALYSIS_TRAIN) | $(STAMP)
 	$(RUN) $(curvature_ARGS)
 
-# Retraining runs on the first 3 seeds (RETRAIN_SEEDS; QUICK: the first)
-RETRAIN_SEEDS ?= $(wordlist 1,3,$(SEEDS))
-retrain_models = [$(subst $(space),$(comma),$(foreach s,$(RETRAIN_SEEDS),$(abspath $(RESULTS))/models/plain-seed$(s).npz))]
-retrain_ARGS := notebooks/retrain.ipynb $(REPORTS)/retrain -p model "$(retrain_models)" \
+retrain_ARGS := notebooks/retrain.ipynb $(REPORTS)/retrain -p model "$(call analysis_models,plain)" \
   -p out $(abspath $(RESULTS))/retrain.csv -p figures_dir $(abspath $(FIGURES)) $(RETRAIN_ARGS)
 $(REPORTS)/retrain.html: notebooks/retrain.ipynb $(LIB_DEPS) $(call params,retrain,retrain_ARGS) \
-  $(RETRAIN_SEEDS:%=$(REPORTS)/train-plain-seed%.html) | $(STAMP)
+  $(ANALYSIS_SEEDS:%=$(REPORTS)/train-plain-seed%.html) | $(STAMP)
 	$(RUN) $(retrain_ARGS)
 
 STUDY_REPORTS := $(REPORTS)/compare.html $(REPORTS)/assumptions.html $(REPORTS)/curvature.html \

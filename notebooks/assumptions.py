@@ -35,7 +35,9 @@
 # The blog attributed OBD's poor showing on the dropout network to dropout breaking the
 # no-cross-terms assumption. The ratio `(b - a) / a` (cross terms over diagonal terms) tests that
 # directly. All four quantities are on the same examples (the training set, or its first
-# `hessian_examples` images), without dropout.
+# `hessian_examples` images), without dropout. Each model may be a list of checkpoints (one per
+# training seed): the figure then draws the median over seeds with the range as a band, and the
+# conclusion is drawn from the medians.
 
 # %%
 import time
@@ -59,8 +61,8 @@ from obd.taylor import loss_change_curve
 _before = set(globals())
 
 # %% tags=["parameters"]
-model_plain = "../results/models/plain-seed0.npz"  # trained without dropout
-model_dropout = "../results/models/dropout-seed0.npz"  # trained with dropout (keep prob 0.8)
+model_plain = "../results/models/plain-seed0.npz"  # trained without dropout; or a list (seeds)
+model_dropout = "../results/models/dropout-seed0.npz"  # with dropout (keep prob 0.8); or a list
 fractions = None  # None: 0 to 90% in 5% steps; or a list of fractions in [0, 1]
 hessian_examples = None  # None: all 60,000 training images; or the first N
 figures_dir = "../scratch/figures"  # make reproduce writes figures/ and results/; by hand: scratch/
@@ -72,7 +74,12 @@ check_no_unknown(
     _before,
     ["model_plain", "model_dropout", "fractions", "hessian_examples", "figures_dir", "out"],
 )
-models = {"plain": model_plain, "dropout": model_dropout}
+models = {}
+for name, value in (("plain", model_plain), ("dropout", model_dropout)):
+    models[name] = [value] if isinstance(value, str) else list(value)
+    if not models[name] or not all(isinstance(v, str) for v in models[name]):
+        raise ValueError(f"model_{name} must be a checkpoint path or a non-empty list of them, "
+                         f"got {value!r}")  # fmt: skip
 levels = (
     np.round(np.arange(0, 0.9001, 0.05), 4) if fractions is None else np.asarray(fractions, float)
 )
@@ -97,21 +104,21 @@ print(f"{len(levels)} pruning levels, loss on {len(x)} training examples")
 
 # %%
 tables = []
-for model_name, path in models.items():
-    t0 = time.perf_counter()
-    params, meta = load_params(path)
-    hdiag = hessian_diag(params, x, y)
-    for kind in SALIENCIES:
-        scores = saliency(kind, params, hdiag=hdiag)
-        m = masks(scores, levels, scope="global", include_biases=False)
-        table = loss_change_curve(params, m, x, y, hdiag=hdiag)
-        n_kernels = sum(int(np.size(layer["kernel"])) for layer in params)
-        tables.append(table.drop(columns="level").assign(
-            model=model_name, saliency=kind, seed=int(meta["seed"]), fraction=levels,
-            pruned_fraction=table.n_pruned / n_kernels))  # fmt: skip
-    print(
-        f"{model_name}: {time.perf_counter() - t0:.1f} s (Hessian diagonal and {2 * len(levels)} levels)"
-    )
+for model_name, paths in models.items():
+    for path in paths:
+        t0 = time.perf_counter()
+        params, meta = load_params(path)
+        hdiag = hessian_diag(params, x, y)
+        for kind in SALIENCIES:
+            scores = saliency(kind, params, hdiag=hdiag)
+            m = masks(scores, levels, scope="global", include_biases=False)
+            table = loss_change_curve(params, m, x, y, hdiag=hdiag)
+            n_kernels = sum(int(np.size(layer["kernel"])) for layer in params)
+            tables.append(table.drop(columns="level").assign(
+                model=model_name, saliency=kind, seed=int(meta["seed"]), fraction=levels,
+                pruned_fraction=table.n_pruned / n_kernels))  # fmt: skip
+        print(f"{model_name}, seed {meta['seed']}: {time.perf_counter() - t0:.1f} s "
+              f"(Hessian diagonal and {2 * len(levels)} levels)")  # fmt: skip
 COLUMNS = ["model", "saliency", "seed", "fraction", "pruned_fraction", "n_pruned", "loss",
            "first_order", "diagonal", "quadratic", "gauss_newton", "cross", "cross_ratio",
            "second_order", "actual"]  # fmt: skip
@@ -119,16 +126,20 @@ results = pd.concat(tables, ignore_index=True)[COLUMNS]
 with atomic_path(out) as tmp:
     results.to_csv(tmp, index=False)
 print("wrote", out)
+seeds = {m: sorted(results[results.model == m].seed.unique().tolist()) for m in models}
+print("seeds:", seeds)
+# the median over seeds of every quantity, per model, pruning order and level
+medians = results.groupby(["model", "saliency", "fraction"], sort=False).median(numeric_only=True)
+medians = medians.drop(columns="seed").reset_index()
 with pd.option_context("display.float_format", "{:.3g}".format, "display.width", 160):
-    display(
-        results[results.fraction.isin([0.3, 0.5, 0.7, 0.8, 0.9])].drop(columns=["seed", "loss"])
-    )
+    display(medians[medians.fraction.isin([0.3, 0.5, 0.7, 0.8, 0.9])].drop(columns="loss"))
 
 # %% [markdown]
 # ## Figure 4: predicted and actual loss change, and the size of the cross terms
 #
-# Left: the four quantities (symmetric log scale: linear within +-1e-5 nats, so zeros show; the
-# first-order term can be negative). Right: cross terms over diagonal terms,
+# Left: the four quantities, median over seeds with the range over seeds as a band (symmetric log
+# scale: linear within +-1e-5 nats, so zeros show; the first-order term can be negative). Right, one
+# point per seed and level, the median as a line: cross terms over diagonal terms,
 # `(0.5 dw^T H dw - OBD) / OBD`, drawn only where OBD's prediction exceeds `MIN_DIAGONAL` (below
 # that the ratio is a quotient of rounding errors: OBD first prunes weights into dead ReLU units,
 # whose loss change is exactly zero).
@@ -150,18 +161,28 @@ for i, model_name in enumerate(models):
     for j, kind in enumerate(SALIENCIES):
         ax = axes[i, j]
         g = results[(results.model == model_name) & (results.saliency == kind)]
+        spread = g.groupby("fraction")
+        med = spread.median(numeric_only=True)
         for col, label, style in LINES:
-            ax.plot(100 * g.pruned_fraction, g[col], marker=".", label=label, **style)
+            ax.plot(100 * med.pruned_fraction, med[col], marker=".", label=label, **style)
+            if g.seed.nunique() > 1:
+                ax.fill_between(100 * med.pruned_fraction, spread[col].min(), spread[col].max(),
+                                color=style["color"], alpha=0.15, lw=0)  # fmt: skip
         ax.set_yscale("symlog", linthresh=1e-5)
+        n_seeds = len(seeds[model_name])
         ax.set(xlabel="weights pruned (%)", ylabel="change of mean training loss (nats)",
-               title=f"{MODEL_STYLE[model_name]['label']}, pruned by {SALIENCIES[kind]}")  # fmt: skip
+               title=f"{MODEL_STYLE[model_name]['label']}, pruned by {SALIENCIES[kind]}"
+                     + (f" ({n_seeds} seeds)" if n_seeds > 1 else ""))  # fmt: skip
         ax.grid(alpha=0.3)
 for j, kind in enumerate(SALIENCIES):
     ax = axes[j, 2]
     for model_name in models:
         g = results[(results.model == model_name) & (results.saliency == kind)]
         g = g[g.diagonal > MIN_DIAGONAL]
-        ax.plot(100 * g.pruned_fraction, g.cross_ratio, marker="o", ms=4, **MODEL_STYLE[model_name])
+        style = MODEL_STYLE[model_name]
+        ax.scatter(100 * g.pruned_fraction, g.cross_ratio, s=14, color=style["color"], alpha=0.5)
+        med = g.groupby("fraction").median(numeric_only=True)
+        ax.plot(100 * med.pruned_fraction, med.cross_ratio, marker="o", ms=4, **style)
     ax.axhline(0, color="gray", lw=0.8)
     ax.set(xlabel="weights pruned (%)", ylabel="cross terms / diagonal terms",
            title=f"(b - a) / a, pruned by {SALIENCIES[kind]}")  # fmt: skip
@@ -178,15 +199,17 @@ plt.rcParams.update({"font.size": 10, "legend.fontsize": "medium"})  # matplotli
 # %% [markdown]
 # ## Conclusion, computed from the numbers above
 #
-# Matched levels: the pruning levels at which both models' OBD predictions exceed `MIN_DIAGONAL`.
+# On the medians over seeds. Matched levels: the pruning levels at which both models' OBD
+# predictions exceed `MIN_DIAGONAL`.
 # Besides the cross/diagonal ratio, `actual / second order` shows how far the loss is from
 # quadratic over the pruning step (1 = the full second-order expansion is exact).
+
 
 # %%
 def matched(kind):
     """Per level where both are defined: each model's cross/diagonal ratio, actual / OBD and
     actual / (first order + full quadratic)."""
-    g = results[results.saliency == kind].set_index(["fraction", "model"])
+    g = medians[medians.saliency == kind].set_index(["fraction", "model"])
     wide = pd.DataFrame({
         "ratio": g.cross_ratio, "actual_over_obd": g.actual / g.diagonal,
         "actual_over_second_order": g.actual / g.second_order, "diagonal": g.diagonal,
@@ -242,13 +265,14 @@ else:
         verdict = (f"**Not supported**: under OBD's own pruning order neither network's cross terms "
                    f"are consistently the larger relative to the diagonal (dropout larger at "
                    f"{pct(obd_sum['larger'])}).")  # fmt: skip
-last = results[(results.saliency == "obd") & (results.fraction == results.fraction.max())]
+last = medians[(medians.saliency == "obd") & (medians.fraction == medians.fraction.max())]
 tail = "; ".join(
     f"{r.model}: actual {r.actual:.3g} nats, full second-order prediction {r.second_order:.3g}, OBD {r.diagonal:.3g}"
     for r in last.itertuples()
 )  # fmt: skip
 display(Markdown(
-    "### Does dropout break OBD's no-cross-terms assumption?\n\n" + verdict + "\n\n" + "\n".join(lines)
+    "### Does dropout break OBD's no-cross-terms assumption?\n\n"
+    + f"Seeds: {', '.join(f'{m} {v}' for m, v in seeds.items())}; medians over seeds.\n\n" + verdict + "\n\n" + "\n".join(lines)
     + f"\n\nAt the largest level ({100 * levels.max():.0f}% pruned, OBD order): {tail}. Wherever the "
     "actual change exceeds even the full second-order prediction (cross terms and gradient included) "
     "by a large factor, the loss is not quadratic over the pruning step: the higher-order terms, "

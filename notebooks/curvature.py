@@ -34,7 +34,10 @@
 # All curvature estimates use the same examples as the exact diagonal (the training set, or its first
 # `hessian_examples` images), except `seed-rowsum`, which draws its 64 from the whole training set as
 # in the study. Times: compilation is kept apart (`obd.curvature.timed`: ahead-of-time compile, then
-# one timed run, `jax.block_until_ready`); `seed-rowsum` is timed on a second call.
+# one timed run, `jax.block_until_ready`); `seed-rowsum` is timed on a second call. `model` may be a
+# list of checkpoints (one per training seed): every estimate is made for each, the accuracy and
+# overlap curves are drawn as the median over seeds with the range as a band, and the agreement and
+# costs are given per seed and as means.
 
 # %%
 import time
@@ -62,7 +65,7 @@ from obd.study import tolerated_fraction
 _before = set(globals())
 
 # %% tags=["parameters"]
-model = "../results/models/plain-seed0.npz"
+model = "../results/models/plain-seed0.npz"  # one checkpoint or a list (one per training seed)
 hessian_examples = None  # None: all 60,000 training images; or the first N
 fractions = None  # accuracy curves; None: 0 to 100% in 2% steps
 overlap_fractions = [0.5, 0.8, 0.9]  # where the pruned sets are compared
@@ -95,92 +98,123 @@ if hessian_examples is not None:
 if not str(out).endswith(".csv"):
     raise ValueError(f"out must be a path ending in .csv, got {out!r}")
 sweeps_out = str(out)[: -len(".csv")] + "-sweeps.csv"
+models = [model] if isinstance(model, str) else list(model)
+if not models or not all(isinstance(m, str) for m in models):
+    raise ValueError(f"model must be a checkpoint path or a non-empty list of them, got {model!r}")
 Path(figures_dir).mkdir(parents=True, exist_ok=True)
-params, meta = load_params(model)
 x_train, y_train = load_mnist("train")
 x_test, y_test = load_mnist("test")
 n = len(x_train) if hessian_examples is None else hessian_examples
 x, y = jax.device_put(jnp.asarray(x_train[:n])), jax.device_put(jnp.asarray(y_train[:n]))
 key = jax.random.key(seed)
-print(f"model {Path(model).name} (dropout rate {meta['config']['dropout_rate']}), curvature on {n} "
+jac_levels = levels[(levels > 0) & (levels < 1)]
+print(f"{len(models)} model(s): {', '.join(Path(m).name for m in models)}; curvature on {n} "
       f"training examples, {levels.size} pruning levels")  # fmt: skip
 
-# %% [markdown]
-# ## The estimates, each timed
 
-# %%
-diags, times = {}, {}
-t_all = time.perf_counter()
-diags["exact"], times["exact"] = cv.timed(hessian_diag, params, x, y)
-for k in sorted(set(hutchinson_probes)):
-    est, times[f"hutchinson-{k}"] = cv.timed(
-        cv.hutchinson_diags, params, x, y, jax.random.fold_in(key, 1), counts=(k,)
+def estimates(params):
+    """Every curvature estimate for ``params``, each timed; the saliencies made from them."""
+    diags, times = {}, {}
+    diags["exact"], times["exact"] = cv.timed(hessian_diag, params, x, y)
+    for k in sorted(set(hutchinson_probes)):
+        est, times[f"hutchinson-{k}"] = cv.timed(
+            cv.hutchinson_diags, params, x, y, jax.random.fold_in(key, 1), counts=(k,)
+        )
+        diags[f"hutchinson-{k}"] = est[k]  # fmt: skip
+    diags["empirical-fisher"], times["empirical-fisher"] = cv.timed(
+        cv.empirical_fisher_diag, params, x, y
     )
-    diags[f"hutchinson-{k}"] = est[k]  # fmt: skip
-diags["empirical-fisher"], times["empirical-fisher"] = cv.timed(
-    cv.empirical_fisher_diag, params, x, y
-)
-diags["mc-fisher"], times["mc-fisher"] = cv.timed(
-    cv.mc_fisher_diag, params, x, jax.random.fold_in(key, 2), num_samples=1
-)
-diags["adam-nu"], times["adam-nu"] = cv.timed(
-    cv.adam_nu_diag, params, x, y, jax.random.fold_in(key, 3), steps=adam_steps)  # fmt: skip
-for name, d in diags.items():
-    cv.finite_or_raise(name, d)
-scores = {name: saliency("obd", params, hdiag=d) for name, d in diags.items()}
-seed_key = jax.random.fold_in(key, 4)
-scores["seed-rowsum"], times["seed-rowsum"] = cv.timed(
-    lambda: saliency("seed_obd", params, key=seed_key, x=x_train, y=y_train, scope="global"),
-    jit=False,
-)
-scores["magnitude"] = saliency("magnitude", params)
-times["magnitude"] = {"compile_s": 0.0, "run_s": 0.0}  # fmt: skip
-print(f"all estimates in {time.perf_counter() - t_all:.1f} s (compilation included)")
-display(pd.DataFrame(times).T.round(3))
+    diags["mc-fisher"], times["mc-fisher"] = cv.timed(
+        cv.mc_fisher_diag, params, x, jax.random.fold_in(key, 2), num_samples=1
+    )
+    diags["adam-nu"], times["adam-nu"] = cv.timed(
+        cv.adam_nu_diag, params, x, y, jax.random.fold_in(key, 3), steps=adam_steps)  # fmt: skip
+    for name, d in diags.items():
+        cv.finite_or_raise(name, d)
+    scores = {name: saliency("obd", params, hdiag=d) for name, d in diags.items()}
+    seed_key = jax.random.fold_in(key, 4)
+    scores["seed-rowsum"], times["seed-rowsum"] = cv.timed(
+        lambda: saliency("seed_obd", params, key=seed_key, x=x_train, y=y_train, scope="global"),
+        jit=False,
+    )
+    scores["magnitude"] = saliency("magnitude", params)
+    times["magnitude"] = {"compile_s": 0.0, "run_s": 0.0}  # fmt: skip
+    return diags, times, scores
+
+
+def jaccard_curves(scores):
+    """Per saliency: the Jaccard index of the kernels it prunes and those the exact one prunes."""
+    ranks = {name: cv.kernel_vector(prune_ranks(sc)) for name, sc in scores.items()}
+    curves = {}
+    for name in scores:
+        out = []
+        for f in jac_levels:
+            k = int(np.floor(f * ranks[name].size + 0.5))
+            a, b = ranks["exact"] < k, ranks[name] < k
+            out.append((a & b).sum() / max((a | b).sum(), 1))
+        curves[name] = np.asarray(out)
+    return curves
+
 
 # %% [markdown]
-# ## Agreement with the exact saliency, and accuracy after pruning
+# ## The estimates, each timed; agreement with the exact saliency, and accuracy after pruning
 #
 # `spearman`: rank correlation of the kernels' saliencies with the exact ones. `jaccard_f`: pruned
 # sets at fraction `f` (global, kernels only), intersection over union; `shared_f`: the fraction of
 # the exact saliency's pruned weights that this one prunes too. `tolerated`: the largest fraction
 # pruned with at most 1 point of test-accuracy loss. `negative`: the fraction of kernel curvature
-# estimates below zero (pruned first, whatever their weight).
+# estimates below zero (pruned first, whatever their weight). One row per saliency and seed.
 
 # %%
-summary = cv.compare_saliencies(scores, "exact", overlap_fractions)
-tables = []
-for name, s in scores.items():
-    tables.append(
-        sweep(params, s, levels, x_test, y_test).assign(variant=name, seed=int(meta["seed"]))
-    )
-sweeps = pd.concat(tables, ignore_index=True)
-tol = tolerated_fraction(sweeps).set_index("variant")
-summary["tolerated"] = summary.saliency.map(tol.tolerated_fraction)
-summary["acc_at_" + "_".join(f"{f:g}" for f in overlap_fractions)] = [
-    " / ".join(f"{a:.3f}" for a in sweeps[(sweeps.variant == name)].set_index("fraction")
-               .accuracy.reindex(np.round(overlap_fractions, 4), method="nearest"))
-    for name in summary.saliency
-]  # fmt: skip
-summary["negative"] = [
-    float((cv.kernel_vector(diags[name]) < 0).mean()) if name in diags else np.nan
-    for name in summary.saliency
-]
-summary["compile_s"] = summary.saliency.map(lambda s: times[s]["compile_s"])
-summary["run_s"] = summary.saliency.map(lambda s: times[s]["run_s"])
-summary = summary.assign(model=Path(model).stem, curvature_examples=n, seed=seed)
+summaries, sweep_tables, jaccards = [], [], []
+for path in models:
+    t_all = time.perf_counter()
+    params, meta = load_params(path)
+    train_seed = int(meta["seed"])
+    diags, times, scores = estimates(params)
+    summary = cv.compare_saliencies(scores, "exact", overlap_fractions)
+    tables = [sweep(params, s, levels, x_test, y_test).assign(variant=name, seed=train_seed)
+              for name, s in scores.items()]  # fmt: skip
+    sweeps = pd.concat(tables, ignore_index=True)
+    tol = tolerated_fraction(sweeps).set_index("variant")
+    summary["tolerated"] = summary.saliency.map(tol.tolerated_fraction)
+    summary["acc_at_" + "_".join(f"{f:g}" for f in overlap_fractions)] = [
+        " / ".join(f"{a:.3f}" for a in sweeps[(sweeps.variant == name)].set_index("fraction")
+                   .accuracy.reindex(np.round(overlap_fractions, 4), method="nearest"))
+        for name in summary.saliency
+    ]  # fmt: skip
+    summary["negative"] = [
+        float((cv.kernel_vector(diags[name]) < 0).mean()) if name in diags else np.nan
+        for name in summary.saliency
+    ]
+    summary["compile_s"] = [times[name]["compile_s"] for name in summary.saliency]
+    summary["run_s"] = [times[name]["run_s"] for name in summary.saliency]
+    summaries.append(summary.assign(model=Path(path).stem, curvature_examples=n, seed=train_seed,
+                                    probe_seed=seed))  # fmt: skip
+    sweep_tables.append(sweeps)
+    jaccards.append(pd.DataFrame(jaccard_curves(scores), index=jac_levels).assign(seed=train_seed))
+    print(f"seed {train_seed}: every estimate, comparison and sweep in "
+          f"{time.perf_counter() - t_all:.1f} s (compilation included)")  # fmt: skip
+summary = pd.concat(summaries, ignore_index=True)
+sweeps = pd.concat(sweep_tables, ignore_index=True)
+jaccard = pd.concat(jaccards).rename_axis("fraction").reset_index()
+n_seeds = summary.seed.nunique()
 with atomic_path(out) as tmp:
     summary.to_csv(tmp, index=False)
 with atomic_path(sweeps_out) as tmp:
     sweeps.rename(columns={"variant": "saliency"}).to_csv(tmp, index=False)
 print("wrote", out, "and", sweeps_out)
 with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 200):
-    display(summary.drop(columns=["model", "curvature_examples", "seed"]))
+    display(summary.drop(columns=["model", "curvature_examples", "probe_seed"]))
 
 # %% [markdown]
 # ## Figure 5: test accuracy after pruning with each curvature, overlap with the exact choice, and cost
+#
+# Lines: the median over seeds; bands: the range over seeds. Below, one point per saliency: the mean
+# Spearman correlation and time over seeds, bars spanning the seeds' range.
 
 # %%
+names = list(summary.saliency.drop_duplicates())
 STYLE = {"exact": dict(color="black", lw=2.5), "empirical-fisher": dict(color="tab:blue", ls="--"),
          "mc-fisher": dict(color="tab:cyan", ls="-."), "adam-nu": dict(color="tab:green", ls=":", lw=2),
          "seed-rowsum": dict(color="tab:brown"), "magnitude": dict(color="tab:gray", ls="--")}  # fmt: skip
@@ -190,18 +224,16 @@ HUTCHINSON = [("tab:orange", "-"), ("tab:purple", "--"), ("tab:pink", ":"), ("ta
 for i, k in enumerate(sorted(set(hutchinson_probes))):
     c, ls = HUTCHINSON[i % len(HUTCHINSON)]
     STYLE[f"hutchinson-{k}"] = dict(color=c, ls=ls, lw=2)
-ranks = {name: cv.kernel_vector(prune_ranks(sc)) for name, sc in scores.items()}
-jac_levels = levels[(levels > 0) & (levels < 1)]
 
 
-def jaccard_curve(name):
-    """Jaccard index of the kernels pruned by ``name`` and by the exact saliency, per level."""
-    out = []
-    for f in jac_levels:
-        k = int(np.floor(f * ranks[name].size + 0.5))
-        a, b = ranks["exact"] < k, ranks[name] < k
-        out.append((a & b).sum() / max((a | b).sum(), 1))
-    return np.asarray(out)
+def band(ax, frame, value, name):
+    """The median over seeds of ``value`` against ``fraction``, and the seeds' range as a band."""
+    g = frame.groupby("fraction")[value]
+    med = g.median()
+    ax.plot(100 * med.index, med.values, label=name, **STYLE[name])
+    if n_seeds > 1:
+        ax.fill_between(100 * med.index, g.min(), g.max(), color=STYLE[name]["color"], alpha=0.12,
+                        lw=0)  # fmt: skip
 
 
 # Sized for a ~1000 px wide page: two panels above, the cost panel below, 12-point text
@@ -209,39 +241,47 @@ plt.rcParams.update({"font.size": 12, "legend.fontsize": 11})
 fig = plt.figure(figsize=(12, 10), layout="constrained")
 grid = fig.add_gridspec(2, 2)
 axes = [fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, :])]
-for name in scores:
-    g = sweeps[sweeps.variant == name]
-    axes[0].plot(100 * g.fraction, g.accuracy, label=name, **STYLE[name])
+for name in names:
+    band(axes[0], sweeps[sweeps.variant == name], "accuracy", name)
     if name != "exact":
-        axes[1].plot(100 * jac_levels, jaccard_curve(name), label=name, **STYLE[name])
+        band(axes[1], jaccard, name, name)
+seeds_note = f", {n_seeds} seeds" if n_seeds > 1 else ""
 axes[0].set(
     xlim=(0, 100),
     ylim=(0, 1),
     xlabel="weights pruned (%)",
     ylabel="test accuracy",
-    title="one-shot pruning, no retraining",
+    title=f"one-shot pruning, no retraining{seeds_note}",
 )
 axes[1].set(xlim=(0, 100), ylim=(0, 1), xlabel="weights pruned (%)",
             ylabel="Jaccard index of pruned sets (with exact)",
-            title="overlap with what the exact saliency prunes")  # fmt: skip
+            title=f"overlap with what the exact saliency prunes{seeds_note}")  # fmt: skip
 for ax in axes[:2]:
     ax.grid(alpha=0.3)
 handles, labels = axes[0].get_legend_handles_labels()
 fig.legend(handles, labels, loc="outside upper center", ncol=5)
 ax = axes[2]
 markers = iter("osD^v<>phX*")
-for r in summary.itertuples():
-    if r.saliency in ("magnitude", "exact"):
+agg = summary.groupby("saliency", sort=False).agg(
+    spearman=("spearman", "mean"), s_lo=("spearman", "min"), s_hi=("spearman", "max"),
+    run_s=("run_s", "mean"), t_lo=("run_s", "min"), t_hi=("run_s", "max"),
+)  # fmt: skip
+for name, r in agg.iterrows():
+    if name in ("magnitude", "exact"):
         continue
-    ax.scatter(max(r.run_s, 1e-4), r.spearman, color=STYLE[r.saliency]["color"], s=60, zorder=3,
-               marker=next(markers), label=f"{r.saliency}: {r.spearman:.3f}, {r.run_s:.2f} s")  # fmt: skip
-ax.axvline(s_exact := times["exact"]["run_s"], color="black", lw=1, ls="--",
+    t = max(r.run_s, 1e-4)
+    ax.errorbar(t, r.spearman, yerr=[[r.spearman - r.s_lo], [r.s_hi - r.spearman]],
+                xerr=[[t - max(r.t_lo, 1e-4)], [max(r.t_hi, 1e-4) - t]], fmt="none",
+                ecolor=STYLE[name]["color"], alpha=0.6, zorder=2)  # fmt: skip
+    ax.scatter(t, r.spearman, color=STYLE[name]["color"], s=60, zorder=3, marker=next(markers),
+               label=f"{name}: {r.spearman:.3f}, {r.run_s:.2f} s")  # fmt: skip
+ax.axvline(s_exact := agg.loc["exact", "run_s"], color="black", lw=1, ls="--",
            label=f"exact diagonal: {s_exact:.2f} s")  # fmt: skip
 ax.set_xscale("log")
 ax.set(xlabel="wall time to compute, compilation excluded (s, log scale)", ylim=(-0.05, 1.05),
        ylabel="Spearman correlation with the exact OBD saliency",
-       title=f"agreement vs cost ({Path(model).stem}, {n} examples, "
-             f"{jax.devices()[0].platform.upper()})")  # fmt: skip
+       title=f"agreement vs cost ({', '.join(Path(m).stem for m in models)}; {n} examples, "
+             f"{jax.devices()[0].platform.upper()}{'; means over seeds' if n_seeds > 1 else ''})")  # fmt: skip
 ax.grid(alpha=0.3, which="both")
 ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
 save_figure(fig, figures_dir, "fig5_curvature")
@@ -252,7 +292,7 @@ plt.rcParams.update({"font.size": 10, "legend.fontsize": "medium"})  # matplotli
 # ## Conclusion, computed from the numbers above
 
 # %%
-s = summary.set_index("saliency")
+s = summary.groupby("saliency", sort=False).mean(numeric_only=True)  # means over seeds
 hi = max(overlap_fractions)
 jac = f"jaccard_{hi:g}"
 ranked = s.drop(index="exact").sort_values("spearman", ascending=False)
@@ -272,4 +312,10 @@ lines = [
     + ". Its error per entry is of the order of the off-diagonal row norm over sqrt(probes), large "
       "against the small diagonal entries that decide which weights go first.",
 ]  # fmt: skip
-display(Markdown("### Which curvature?\n\n" + "\n".join(lines)))
+display(
+    Markdown(
+        "### Which curvature?\n\n"
+        + (f"Means over {n_seeds} seeds.\n\n" if n_seeds > 1 else "")
+        + "\n".join(lines)
+    )
+)
