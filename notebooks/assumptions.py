@@ -169,10 +169,8 @@ for i, model_name in enumerate(models):
                 ax.fill_between(100 * med.pruned_fraction, spread[col].min(), spread[col].max(),
                                 color=style["color"], alpha=0.15, lw=0)  # fmt: skip
         ax.set_yscale("symlog", linthresh=1e-5)
-        n_seeds = len(seeds[model_name])
         ax.set(xlabel="weights pruned (%)", ylabel="change of mean training loss (nats)",
-               title=f"{MODEL_STYLE[model_name]['label']}, pruned by {SALIENCIES[kind]}"
-                     + (f" ({n_seeds} seeds)" if n_seeds > 1 else ""))  # fmt: skip
+               title=f"{MODEL_STYLE[model_name]['label']}, pruned by {SALIENCIES[kind]}")  # fmt: skip
         ax.grid(alpha=0.3)
 for j, kind in enumerate(SALIENCIES):
     ax = axes[j, 2]
@@ -190,7 +188,9 @@ for j, kind in enumerate(SALIENCIES):
     ax.legend()
 handles, labels = axes[0, 0].get_legend_handles_labels()
 fig.legend(handles, labels, loc="outside lower center", ncol=4)
-fig.suptitle("Is OBD's quadratic, diagonal prediction of the training-loss change right?")
+n_seeds = max(len(v) for v in seeds.values())
+fig.suptitle("Is OBD's quadratic, diagonal prediction of the training-loss change right?"
+             + (f" (median of {n_seeds} seeds, band: their range)" if n_seeds > 1 else ""))  # fmt: skip
 save_figure(fig, figures_dir, "fig4_obd_assumptions")
 plt.show()
 plt.rcParams.update({"font.size": 10, "legend.fontsize": "medium"})  # matplotlib's defaults

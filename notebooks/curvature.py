@@ -245,21 +245,21 @@ for name in names:
     band(axes[0], sweeps[sweeps.variant == name], "accuracy", name)
     if name != "exact":
         band(axes[1], jaccard, name, name)
-seeds_note = f", {n_seeds} seeds" if n_seeds > 1 else ""
 axes[0].set(
     xlim=(0, 100),
     ylim=(0, 1),
     xlabel="weights pruned (%)",
     ylabel="test accuracy",
-    title=f"one-shot pruning, no retraining{seeds_note}",
+    title="one-shot pruning, no retraining",
 )
 axes[1].set(xlim=(0, 100), ylim=(0, 1), xlabel="weights pruned (%)",
             ylabel="Jaccard index of pruned sets (with exact)",
-            title=f"overlap with what the exact saliency prunes{seeds_note}")  # fmt: skip
+            title="overlap with what the exact saliency prunes")  # fmt: skip
 for ax in axes[:2]:
     ax.grid(alpha=0.3)
 handles, labels = axes[0].get_legend_handles_labels()
-fig.legend(handles, labels, loc="outside upper center", ncol=5)
+fig.legend(handles, labels, loc="outside upper center", ncol=5,
+           title=f"median of {n_seeds} seeds, band: their range" if n_seeds > 1 else None)  # fmt: skip
 ax = axes[2]
 markers = iter("osD^v<>phX*")
 agg = summary.groupby("saliency", sort=False).agg(
