@@ -279,9 +279,9 @@ ax.axvline(s_exact := agg.loc["exact", "run_s"], color="black", lw=1, ls="--",
            label=f"exact diagonal: {s_exact:.2f} s")  # fmt: skip
 ax.set_xscale("log")
 ax.set(xlabel="wall time to compute, compilation excluded (s, log scale)", ylim=(-0.05, 1.05),
-       ylabel="Spearman correlation with the exact OBD saliency",
-       title=f"agreement vs cost ({', '.join(Path(m).stem for m in models)}; {n} examples, "
-             f"{jax.devices()[0].platform.upper()}{'; means over seeds' if n_seeds > 1 else ''})")  # fmt: skip
+       ylabel="Spearman correlation with exact OBD",
+       title=f"agreement vs cost ({f'means of {n_seeds} seeds, ' if n_seeds > 1 else ''}{n} "
+             f"examples, {jax.devices()[0].platform.upper()})")  # fmt: skip
 ax.grid(alpha=0.3, which="both")
 ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
 save_figure(fig, figures_dir, "fig5_curvature")
