@@ -138,7 +138,8 @@ def test_tiling_pools_match_dense_hessian(act, kind):
 )  # fmt: skip
 def test_conv_and_pool_ops_equal_lax(hw, kernel, stride, padding):
     """The im2col convolution of ``obd.network.Conv`` (and ``Network.predict``'s) equals
-    ``lax.conv_general_dilated`` (as ``nnx.Conv`` computes it), and the tiling pools equal ``nnx.max_pool``/``avg_pool``."""
+    ``lax.conv_general_dilated`` (as ``nnx.Conv`` computes it), and the tiling pools equal
+    ``nnx.max_pool``/``avg_pool``."""
     from obd.network import as_network
 
     conv = nnx.Conv(2, 3, kernel, strides=stride, padding=padding, rngs=nnx.Rngs(0), **F64)

@@ -177,36 +177,30 @@ class Network:
         """True for an MLP: dense layers and activations only."""
         return all(isinstance(op, Dense | Act) for op in self.ops)
 
-    def apply_op(self, op: Op, params: Params, h: jax.Array) -> jax.Array:
-        """The output of one operation on its input ``h``."""
+    def apply_op(self, op: Op, params: Params, h: jax.Array, *, infer: bool = False) -> jax.Array:
+        """The output of one operation on its input ``h``; ``infer`` computes convolutions by
+        :meth:`Conv.infer` (for evaluation, not for derivatives)."""
         if isinstance(op, Dense):
             z = h @ params[op.slot]["kernel"]
         elif isinstance(op, Conv):
-            z = op(h, params[op.slot]["kernel"])
+            z = (op.infer if infer else op)(h, params[op.slot]["kernel"])
         elif isinstance(op, Act):
             return op.fn(h)
         else:
             return op(h)
         return z + params[op.slot]["bias"] if op.use_bias else z
 
-    def apply(self, params: Params, x: jax.Array) -> jax.Array:
-        """The logits of ``x`` (no dropout)."""
+    def apply(self, params: Params, x: jax.Array, *, infer: bool = False) -> jax.Array:
+        """The logits of ``x`` (no dropout); ``infer`` as in :meth:`apply_op`."""
         h = x
         for op in self.ops:
-            h = self.apply_op(op, params, h)
+            h = self.apply_op(op, params, h, infer=infer)
         return h
 
     def predict(self, params: Params, x: jax.Array) -> jax.Array:
         """The logits of ``x``, as :meth:`apply` (equal to rounding) with convolutions by
         :meth:`Conv.infer`: for evaluation, not for derivatives."""
-        h = x
-        for op in self.ops:
-            if isinstance(op, Conv):
-                z = op.infer(h, params[op.slot]["kernel"])
-                h = z + params[op.slot]["bias"] if op.use_bias else z
-            else:
-                h = self.apply_op(op, params, h)
-        return h
+        return self.apply(params, x, infer=True)
 
     def output_sizes(self, params: Params, x_shape: tuple[int, ...]) -> list[int]:
         """Elements per example of every operation's output (shapes only, nothing computed)."""
