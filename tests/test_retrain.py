@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
 from obd import retrain
@@ -102,6 +103,29 @@ def test_iterative_prune_follows_the_schedule_with_nested_masks(trained, kind):
     assert zeros == df["n_pruned"].iloc[-1]
     # retraining helps at the last, sparsest level
     assert df["accuracy"].iloc[-1] >= df["accuracy_pruned"].iloc[-1]
+
+
+def test_iterative_prune_takes_retraining_steps_per_round(trained):
+    """A list of step counts retrains each round for its own count: equal counts give exactly
+    the single-count run, and each round's row records the steps it used (0 for the dense row)."""
+    params, data = trained
+    schedule = [0.5, 0.75]
+    one = retrain.iterative_prune(params, *data, schedule=schedule, retrain_steps=30,
+                                  learning_rate=1e-3)  # fmt: skip
+    listed = retrain.iterative_prune(params, *data, schedule=schedule, retrain_steps=[30, 30],
+                                     learning_rate=1e-3)  # fmt: skip
+    cols = ["n_pruned", "accuracy_pruned", "accuracy", "loss", "train_loss"]
+    pd.testing.assert_frame_equal(one[cols], listed[cols])
+    assert list(listed["retrain_steps"]) == [0, 30, 30]
+    # no retraining in the second round: its accuracy is that right after pruning
+    mixed = retrain.iterative_prune(params, *data, schedule=schedule, retrain_steps=[30, 0],
+                                    learning_rate=1e-3)  # fmt: skip
+    assert list(mixed["retrain_steps"]) == [0, 30, 0]
+    assert mixed["accuracy"].iloc[2] == mixed["accuracy_pruned"].iloc[2]
+    assert mixed["accuracy"].iloc[1] == one["accuracy"].iloc[1]
+    for bad in ([30], [30, 30, 30], [30, -1], [30, 1.5]):
+        with pytest.raises(ValueError, match="retrain_steps"):
+            retrain.iterative_prune(params, *data, schedule=schedule, retrain_steps=bad)
 
 
 def test_schedules():

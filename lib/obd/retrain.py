@@ -21,6 +21,7 @@ unchanged). Dropout applies to the plain MLP only.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +65,19 @@ def check_schedule(schedule) -> np.ndarray:
     if np.any(np.diff(s) <= 0):
         raise ValueError(f"schedule must be strictly increasing, got {schedule!r}")
     return s
+
+
+def round_steps(retrain_steps, rounds: int) -> list[int]:
+    """``retrain_steps`` as one non-negative step count per round: an integer is repeated, a list
+    must have ``rounds`` entries; anything else is a ``ValueError``."""
+    if isinstance(retrain_steps, list | tuple | np.ndarray):
+        if len(retrain_steps) != rounds:
+            raise ValueError(
+                f"retrain_steps must be one integer or a list of {rounds} (one per round of the "
+                f"schedule), got {len(retrain_steps)} entries: {list(retrain_steps)!r}"
+            )
+        return [check_number("retrain_steps", s, lo=0, integer=True) for s in retrain_steps]
+    return [check_number("retrain_steps", retrain_steps, lo=0, integer=True)] * rounds
 
 
 def _positive_int(name: str, value) -> int:
@@ -233,7 +247,7 @@ def iterative_prune(
     *,
     saliency: str = "obd",
     schedule=None,
-    retrain_steps: int = 2_000,
+    retrain_steps: int | Sequence[int] = 2_000,
     scope: str = "global",
     hessian_examples: int | None = None,
     batch_size: int = 64,
@@ -255,6 +269,8 @@ def iterative_prune(
     ``accuracy`` and ``loss`` (test, after retraining), ``train_loss`` (mean over the last chunk
     of retraining), ``retrain_steps`` and ``seconds``; with ``return_params`` also the final
     parameters. ``lr_schedule`` is that of :func:`retrain_masked`, applied to each round.
+    ``retrain_steps`` is one count for every round or a list with one count per round of
+    ``schedule`` (e.g. longer retraining at the high levels).
     """
     if saliency not in SALIENCIES:
         raise ValueError(f"unknown saliency {saliency!r}; accepted: {', '.join(SALIENCIES)}")
@@ -264,7 +280,7 @@ def iterative_prune(
         )
     check_scope(scope)
     schedule = halving_schedule() if schedule is None else check_schedule(schedule)
-    retrain_steps = check_number("retrain_steps", retrain_steps, lo=0, integer=True)
+    steps_per_round = round_steps(retrain_steps, len(schedule))
     if hessian_examples is not None:
         hessian_examples = _positive_int("hessian_examples", hessian_examples)
     batch_size = _positive_int("batch_size", batch_size)
@@ -307,7 +323,7 @@ def iterative_prune(
     acc, ce = _evaluate(params, x_test, y_test, activation)
     rows = [dict(round=0, fraction=0.0, n_pruned=0, accuracy_pruned=float(acc),
                  loss_pruned=float(ce), accuracy=float(acc), loss=float(ce),
-                 train_loss=float("nan"), seconds=0.0)]  # fmt: skip
+                 train_loss=float("nan"), retrain_steps=0, seconds=0.0)]  # fmt: skip
     bar = tqdm(schedule, desc=f"iterative {saliency}", disable=not progress)
     for r, target in enumerate(bar, start=1):
         t0 = time.perf_counter()
@@ -325,7 +341,7 @@ def iterative_prune(
             params = jax.tree.map(lambda p, k: jnp.where(k, p, 0), params, keep)
         acc_p, ce_p = _evaluate(params, x_test, y_test, activation)
         params, train_loss = retrain_masked(
-            params, keep, x_train, y_train, steps=retrain_steps, batch_size=batch_size,
+            params, keep, x_train, y_train, steps=steps_per_round[r - 1], batch_size=batch_size,
             learning_rate=learning_rate, seed=seed * 1_000 + r, activation=activation,
             dropout_rate=dropout_rate, return_loss=True, lr_schedule=lr_schedule,
         )  # fmt: skip
@@ -334,6 +350,7 @@ def iterative_prune(
         rows.append(dict(round=r, fraction=float(target), n_pruned=n_pruned,
                          accuracy_pruned=float(acc_p), loss_pruned=float(ce_p),
                          accuracy=float(acc), loss=float(ce), train_loss=train_loss,
+                         retrain_steps=steps_per_round[r - 1],
                          seconds=time.perf_counter() - t0))  # fmt: skip
         bar.set_postfix(pruned=f"{target:.1%}", acc=f"{float(acc):.4f}")
     _, n = _kernel_counts(keep)
@@ -341,7 +358,6 @@ def iterative_prune(
     df.insert(0, "saliency", saliency)
     df.insert(1, "scope", scope)
     df.insert(4, "pruned_fraction", df["n_pruned"] / n)
-    df["retrain_steps"] = retrain_steps
     df = df[["saliency", "scope", "round", "fraction", "pruned_fraction", "n_pruned",
              "accuracy_pruned", "loss_pruned", "accuracy", "loss", "train_loss",
              "retrain_steps", "seconds"]]  # fmt: skip
