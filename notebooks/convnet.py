@@ -55,7 +55,7 @@ from obd.io import atomic_path
 from obd.obs_nets import obs_sweep_model
 from obd.params import check_choice, check_no_unknown, check_number
 from obd.prune import layer_sparsity, masks, sweep
-from obd.retrain import check_schedule, iterative_prune
+from obd.retrain import check_schedule, iterative_prune, round_steps
 
 _before = set(globals())
 
@@ -70,7 +70,7 @@ obs = True  # also run layer-wise OBS
 obs_calibration_examples = 2000  # training images whose layer inputs define each OBS problem
 iterative = True  # also run iterative pruning with retraining (OBD and magnitude)
 schedule = [0.5, 0.75, 0.875, 0.9167, 0.95]  # iterative targets: 2x, 4x, 8x, 12x, 20x
-retrain_steps = 2814  # Adam steps of retraining after each round (3 epochs)
+retrain_steps = [2814, 2814, 2814, 2814, 2814]  # Adam steps after each round (3 epochs each)
 retrain_learning_rate = 1e-3  # peak of each round's cosine-decayed retraining learning rate
 iterative_hessian_examples = None  # None: all training images; or the first N (every round)
 out_dir = "../scratch/convnets"  # make reproduce writes results/convnets/
@@ -99,7 +99,7 @@ check_choice("obs", obs, [True, False])
 check_number("obs_calibration_examples", obs_calibration_examples, lo=1, integer=True)
 check_choice("iterative", iterative, [True, False])
 levels_iter = check_schedule(schedule)
-check_number("retrain_steps", retrain_steps, lo=0, integer=True)
+round_steps(retrain_steps, len(levels_iter))  # one count for every round, or one per round
 check_number("retrain_learning_rate", retrain_learning_rate, lo=1e-12)
 out_dir = Path(out_dir)
 stem = f"{arch}-seed{seed}"
