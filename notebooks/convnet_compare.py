@@ -13,13 +13,18 @@
 # ---
 
 # %% [markdown]
-# # Convnets across seeds: LeNet-300-100 and LeNet-5 against Han et al. (2015)
+# # Convnets across seeds: LeNet-300-100 and LeNet-5 against Han et al. (2015) and later work
 #
 # Reads every run of `convnet.ipynb` (`results_dir/convnets/{arch}-seed{s}-*.csv`: one-shot
 # sweeps, iterative pruning with retraining, per-layer sparsity, training history) and compares the
 # methods across training seeds with the numbers Han, Pool, Tran & Dally (2015) published for the
 # same two networks: 12x fewer parameters at no loss of accuracy (LeNet-300-100: 1.64% -> 1.59% test
-# error; LeNet-5: 0.80% -> 0.77%), by magnitude pruning iterated with retraining.
+# error; LeNet-5: 0.80% -> 0.77%), by magnitude pruning iterated with retraining. Later work pruned
+# the same networks much further, and is the anchor beyond Han et al.: Dynamic Network Surgery
+# (Guo et al. 2016; 56x and 108x), Sparse Variational Dropout (Molchanov et al. 2017; 68x and 280x)
+# and Soft Weight Sharing (Ullrich et al. 2017; 23x and 200x). Every one of these ratios counts
+# weights over non-zero weights, as ours do (the sources, and Soft Weight Sharing's own storage
+# ratios with quantisation, which are not comparable, are in `obd/published_anchors.csv`).
 #
 # The yardstick is theirs: the largest fraction of the kernel weights pruned while the test error
 # stays within 0.1 point of the dense model's (`tol`; 10 of the 10,000 test images), and the
@@ -30,9 +35,11 @@
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
+from matplotlib.legend_handler import HandlerTuple
 
 from obd import convnet_summary as cs
 from obd.io import write_text
@@ -60,6 +67,7 @@ curves = cs.curves(tables["oneshot"], tables["iterative"])
 archs = [a for a in cs.ARCHS if a in set(curves.arch)] + sorted(set(curves.arch) - set(cs.ARCHS))
 han = cs.load_han2015()
 han_total = han[han.layer == "total"].set_index("network")
+published = cs.load_published()
 for arch in archs:
     seeds = sorted(curves[curves.arch == arch].seed.unique())
     print(
@@ -89,20 +97,61 @@ display((100 * dense).round(2).rename_axis(columns="dense test error (%), seed")
 # the worst seed in brackets), the compression that mean implies over kernel weights,
 # `1 / (1 - fraction)`, and the test error at 12x (91.7% pruned): interpolated linearly between the
 # one-shot levels around it, and for iterative runs read at the first round at or above it (each
-# round is a separately retrained model; "read at" says which). Han et al.'s published rows close
-# each network. Written to `out_dir/convnet_summary.csv` and `.md`.
+# round is a separately retrained model; "read at" says which). The published rows close each
+# network: the fraction each paper pruned, its ratio and what that ratio counts ("measure"), and
+# under "read at" its own result. Below the table, for each published result: the fraction of
+# kernel weights it implies, `1 - 1/ratio`, against our best, within `tol` of our own dense
+# error and at a test error no worse than the paper's. Written to `out_dir/convnet_summary.csv`
+# and `.md` (the table and those lines).
 
 # %%
 summary = cs.summary(curves, tol)
+reach = cs.reach(curves, tol)
+summary_md = cs.summary_markdown(summary, tol) + "\n" + cs.reach_markdown(reach, tol)
 write_text(Path(out_dir, "convnet_summary.csv"), summary.to_csv(index=False))
-write_text(Path(out_dir, "convnet_summary.md"), cs.summary_markdown(summary, tol))
-display(Markdown(cs.summary_markdown(summary, tol)))
+write_text(Path(out_dir, "convnet_summary.md"), summary_md)
+display(Markdown(summary_md))
 
 # %%
 per_seed = cs.per_seed(curves, tol)
 display(per_seed.pivot_table(index=["arch", "method"], columns="seed",
                              values="tolerated_fraction").mul(100).round(1)
         .rename_axis(columns="% pruned within tol, seed"))  # fmt: skip
+
+# %% [markdown]
+# ### One-shot OBD against magnitude at a 1-point loss, with its uncertainty
+#
+# The finding "one-shot OBD tolerates more pruning than magnitude" is read at a 1-point loss, where
+# the one-shot grid is coarse (a step of 2-10 points). Each seed's tolerated fraction is therefore
+# read where its error curve, linear between the levels run, crosses its dense error + 1 point
+# (`cs.crossing`), the margin OBD - magnitude taken per seed, and its mean given with the 95%
+# Student-t interval over seeds. "grid bracket": the range the margin could take from the grid
+# alone (OBD's crossing at the low end of its bracket and magnitude's at the high end, and the
+# reverse), whatever the curves do between the levels.
+
+# %%
+one_point = cs.per_seed(curves[curves.method.isin(["obd_global", "magnitude_global"])], 0.01)
+margin_rows = []
+for arch in archs:
+    w = one_point[one_point.arch == arch].set_index(["method", "seed"])
+    if not {"obd_global", "magnitude_global"} <= set(w.index.get_level_values(0)):
+        continue
+    o, m = w.loc["obd_global"], w.loc["magnitude_global"]
+    seeds = o.index.intersection(m.index)
+    o, m = o.loc[seeds], m.loc[seeds]
+    diff = o.tolerated_interpolated - m.tolerated_interpolated
+    mean, sd, n, lo, hi = cs.mean_interval(diff)
+    margin_rows.append({
+        "network": cs.arch_label(arch), "seeds": n,
+        "OBD (%)": ", ".join(f"{100 * v:.1f}" for v in o.tolerated_interpolated),
+        "magnitude (%)": ", ".join(f"{100 * v:.1f}" for v in m.tolerated_interpolated),
+        "margin per seed (points)": ", ".join(f"{100 * d:+.1f}" for d in diff),
+        "mean ± sd": f"{100 * mean:+.1f} ± {100 * sd:.1f}",
+        "95% t-interval": "n/a (one seed)" if n < 2 else f"[{100 * lo:+.1f}, {100 * hi:+.1f}]",
+        "grid bracket of the mean": f"[{100 * (o.crossing_lo - m.crossing_hi).mean():+.1f}, "
+                                    f"{100 * (o.crossing_hi - m.crossing_lo).mean():+.1f}]",
+    })  # fmt: skip
+display(pd.DataFrame(margin_rows))
 
 
 # %%
@@ -157,17 +206,23 @@ display(Markdown("\n".join(lines)))
 # %% [markdown]
 # ## Figure 8: test error against the fraction of kernel weights pruned
 #
-# One panel per network; top: the whole range on a log scale, bottom: the high-sparsity region.
-# One-shot methods (no retraining) are lines: the mean over training seeds, with a band from the
-# lowest to the highest seed. Iterative runs are markers after each round's retraining (mean
-# over seeds, bars from lowest to highest). The star (drawn behind the markers) is Han et al.'s
-# pruned network, the hollow star their dense reference; the dashed grey line is our dense error
-# plus `tol`. The legend gives the seeds behind each method, per network where they differ.
+# One panel per network. Top: every level, the percentage of kernel weights pruned on a linear axis
+# and the test error on a log scale. Bottom: from 75% pruned on, against the compression
+# `1 / (1 - fraction)` on a log scale (the percentage pruned on the axis above it), where the
+# published results lie (12-280x). One-shot methods (no retraining) are lines: the mean over
+# training seeds, with a band from the lowest to the highest seed. Iterative runs are markers
+# after each round's retraining (mean over seeds, bars from lowest to highest). Published results
+# are filled markers, one shape and colour per paper (Han et al.'s star drawn behind our markers),
+# with horizontal bars where the printed numbers allow a range of ratios; hollow markers at 0% are
+# the papers' own dense references (top row only). The dashed grey line is our dense error plus
+# `tol`. The legend gives the seeds behind each method, per network where they differ.
 
 # %%
-fig, axes = plt.subplots(2, len(archs), figsize=(6.5 * len(archs), 9), squeeze=False)
+fig, axes = plt.subplots(2, len(archs), figsize=(6.5 * len(archs), 10), squeeze=False)
 handles: dict[str, object] = {}
+pub_handles: dict[str, list] = {}  # published method: [its pruned marker, its dense reference]
 seeds_of = curves.groupby(["method", "arch"]).seed.nunique()
+LOW = 0.75  # the bottom row starts at 75% pruned (4x)
 
 
 def method_label(method: str, lab: str) -> str:
@@ -180,8 +235,15 @@ def method_label(method: str, lab: str) -> str:
     return f"{lab}, seeds: " + ", ".join(f"{a} {k}" for a, k in counts.items())
 
 
+def xs(fraction, row: int):
+    """x of a fraction pruned: percent (top row) or compression 1 / (1 - f) (bottom row)."""
+    f = np.asarray(fraction, float)
+    return 100 * f if row == 0 else 1.0 / (1.0 - np.minimum(f, 1 - 1e-12))
+
+
 for col, arch in enumerate(archs):
     c = curves[curves.arch == arch]
+    pub = published[published.network == arch]
     dense_mean = float(per_seed[per_seed.arch == arch].dense_error.mean())
     for row, ax in enumerate(axes[:, col]):
         for method, (lab, colour, marker) in cs.METHODS.items():
@@ -190,45 +252,84 @@ for col, arch in enumerate(archs):
                 continue
             b = g.groupby("fraction").agg(x=("pruned_fraction", "mean"), m=("error", "mean"),
                                           lo=("error", "min"), hi=("error", "max"))  # fmt: skip
+            if row == 1:
+                b = b[(b.x >= LOW - 0.05) & (b.x < 1)]
+            x = xs(b.x, row)
             if marker is None:
-                (h,) = ax.plot(100 * b.x, 100 * b.m, "-", color=colour, lw=1.5)
-                ax.fill_between(100 * b.x, 100 * b.lo, 100 * b.hi, color=colour, alpha=0.2, lw=0)
+                (h,) = ax.plot(x, 100 * b.m, "-", color=colour, lw=1.5)
+                ax.fill_between(x, 100 * b.lo, 100 * b.hi, color=colour, alpha=0.2, lw=0)
             else:
                 yerr = 100 * np.clip([b.m - b.lo, b.hi - b.m], 0, None)
                 face = "white" if method == "iterative_magnitude" else colour
-                h = ax.errorbar(100 * b.x, 100 * b.m, yerr=yerr, fmt=marker, color=colour,
+                h = ax.errorbar(x, 100 * b.m, yerr=yerr, fmt=marker, color=colour,
                                 ms=7 if face == "white" else 5, capsize=2, lw=1,
                                 markerfacecolor=face, zorder=3)  # fmt: skip
             handles.setdefault(method_label(method, lab), h)
-        if arch in han_total.index:
-            p = han_total.loc[arch]
-            x_han = 100 * (1 - p.pruned_weights / p.weights)
-            # drawn below the markers (zorder 3): a marker at 12x is not hidden behind the star
-            (h,) = ax.plot([x_han], [p.pruned_error_pct], "*", color="black", ms=14, zorder=2,
-                           alpha=0.6)  # fmt: skip
-            handles.setdefault("Han et al. 2015, pruned (published)", h)
+        for r in pub.itertuples():
+            colour, marker = cs.published_style(r.method)
+            star = marker == "*"
+            x = float(xs(r.fraction, row))
+            # the star is drawn below our markers (zorder 3): a marker at 12x is not hidden by it
+            kw = dict(color=colour, ms=14 if star else 8, zorder=2 if star else 4,
+                      markeredgecolor=colour if star else "black", markeredgewidth=0.6)  # fmt: skip
+            xerr = None  # bottom row: the range of ratios the printed numbers allow
+            if row == 1 and r.compression_high > r.compression_low:
+                x = float(r.compression)
+                xerr = [[max(0.0, x - r.compression_low)], [max(0.0, r.compression_high - x)]]
+            h = ax.errorbar([x], [r.pruned_error_pct], xerr=xerr, fmt=marker, capsize=3, lw=1,
+                            alpha=0.7 if star else 1, **kw)  # fmt: skip
             if row == 0:
-                (h,) = ax.plot([0], [p.dense_error_pct], "*", color="black", ms=14, zorder=2,
-                               markerfacecolor="none")  # fmt: skip
-                handles.setdefault("Han et al. 2015, dense reference (published)", h)
+                pub_handles.setdefault(r.method, [h])
+            if row == 0 and not np.isnan(r.dense_error_pct):
+                (d,) = ax.plot([0], [r.dense_error_pct], marker, color=colour, ms=kw["ms"],
+                               markerfacecolor="none", zorder=2)  # fmt: skip
+                if len(pub_handles[r.method]) == 1:
+                    pub_handles[r.method].append(d)
         h = ax.axhline(100 * (dense_mean + tol), color="grey", ls="--", lw=1)
         handles.setdefault(f"our dense error + {100 * tol:g} point", h)
-        ax.set_xlabel("kernel weights pruned (%)")
         ax.set_ylabel("test error (%)")
         ax.grid(alpha=0.3, which="both")
         if row == 0:
+            ax.set_xlabel("kernel weights pruned (%)")
             ax.set_yscale("log")
             ax.set_xlim(-2, 100)
-            low = min([100 * dense_mean] + ([han_total.loc[arch, "pruned_error_pct"]]
-                                            if arch in han_total.index else []))  # fmt: skip
+            low = min([100 * dense_mean, *pub.pruned_error_pct])
             ax.set_ylim(0.5 * low, 100)
-            ax.set_title(f"{cs.arch_label(arch)}: all levels (log scale)")
+            ax.set_title(f"{cs.arch_label(arch)}: all levels (error on a log scale)")
         else:
-            ax.set_xlim(80, 100)
-            ax.set_ylim(0, 100 * max(3 * dense_mean, dense_mean + 0.02))
-            ax.set_title(f"{cs.arch_label(arch)}: 80-100% pruned")
-fig.legend(list(handles.values()), list(handles), loc="upper center", ncol=2, fontsize=9,
-           bbox_to_anchor=(0.5, 0.0), frameon=False)  # fmt: skip
+            ax.set_xscale("log")
+            ax.set_xlabel(
+                "compression, weights / non-zero weights (ours: kernel weights; log scale)"
+            )
+            right = max(400.0, 1.3 * float(pub.compression_high.max()) if len(pub) else 0.0)
+            ax.set_xlim(1 / (1 - LOW) / 1.1, right)
+            ticks = [t for t in (5, 10, 20, 50, 100, 200, 500, 1000) if t <= right]
+            ax.set_xticks(ticks, [f"{t:g}x" for t in ticks])
+            ax.xaxis.set_minor_locator(mticker.NullLocator())
+            top = max(3 * dense_mean, dense_mean + 0.02, *(pub.pruned_error_pct / 100 * 1.15))
+            ax.set_ylim(0, 100 * top)
+            pct = ax.secondary_xaxis(
+                "top",
+                functions=(
+                    lambda c: 100 * (1 - 1 / np.maximum(c, 1e-9)),
+                    lambda p: 1 / np.maximum(1 - p / 100, 1e-9),
+                ),
+            )
+            shown = [p for p in (75, 90, 95, 98, 99, 99.5, 99.8) if 1 / (1 - p / 100) <= right]
+            pct.xaxis.set_major_locator(mticker.FixedLocator(shown))
+            pct.xaxis.set_major_formatter(mticker.FixedFormatter([f"{p:g}" for p in shown]))
+            pct.xaxis.set_minor_locator(mticker.NullLocator())
+            pct.tick_params(labelsize=8)
+            pct.set_xlabel("kernel weights pruned (%)", fontsize=9)
+            ax.set_title(f"{cs.arch_label(arch)}: from 75% pruned, against compression", pad=8)
+labels, hs = list(handles), list(handles.values())
+for method, (pruned, *dense) in pub_handles.items():
+    lab = cs.published_label(method, published)
+    labels.append(lab + (" and, hollow at 0%, its dense model" if dense else ""))
+    hs.append((pruned, *dense))
+fig.legend(hs, labels, loc="upper center", ncol=2, fontsize=9, bbox_to_anchor=(0.5, 0.0),
+           frameon=False, handlelength=3.5,
+           handler_map={tuple: HandlerTuple(ndivide=None, pad=0.6)})  # fmt: skip
 fig.tight_layout()
 save_figure(fig, figures_dir, "fig8_convnets")
 plt.show()

@@ -88,12 +88,15 @@ FIGURES = {
         "accuracies, one panel per run.",
         "blog_replay", ""),
     "fig8_convnets": (
-        "Pruning LeNet-300-100 and LeNet-5, against Han et al. (2015)",
-        "Test error against the percentage of kernel weights pruned, one panel per network; "
-        "top: all levels (log scale), bottom: 80-100% pruned. Lines: one-shot pruning without "
+        "Pruning LeNet-300-100 and LeNet-5, against Han et al. (2015) and later work",
+        "Test error against the kernel weights pruned, one column per network; top: every level "
+        "(percentage pruned, error on a log scale), bottom: from 75% pruned against the "
+        "compression, weights over non-zero weights (log scale). Lines: one-shot pruning without "
         "retraining; markers: iterative pruning, each after its round's retraining (bars from the "
-        "lowest to the highest seed); stars: Han et al.'s published dense and pruned networks; "
-        "dashed: our dense error plus 0.1 point.",
+        "lowest to the highest seed); filled shapes: published pruned networks (Han et al. 2015, "
+        "Dynamic Network Surgery, Sparse Variational Dropout, Soft Weight Sharing; horizontal "
+        "bars: the range of ratios in print), hollow at 0%: their dense references; dashed: our "
+        "dense error plus 0.1 point.",
         "convnet_compare", "convnets"),
     "fig9_convnet_sparsity": (
         "Where the pruning falls, layer by layer",
@@ -121,11 +124,19 @@ SOURCES = [
     ("S. Han, J. Pool, J. Tran, W. J. Dally (2015), Learning both weights and connections for "
      "efficient neural networks, NeurIPS 28",
      "https://arxiv.org/abs/1506.02626"),
+    ("Y. Guo, A. Yao, Y. Chen (2016), Dynamic network surgery for efficient DNNs, NeurIPS 29",
+     "https://arxiv.org/abs/1608.04493"),
+    ("D. Molchanov, A. Ashukha, D. Vetrov (2017), Variational dropout sparsifies deep neural "
+     "networks, ICML 2017",
+     "https://arxiv.org/abs/1701.05369"),
+    ("K. Ullrich, E. Meeds, M. Welling (2017), Soft weight-sharing for neural network "
+     "compression, ICLR 2017",
+     "https://arxiv.org/abs/1702.04008"),
 ]  # fmt: skip
 GROUPS = (
     ("Comparison with the blog", ("compare", "blog_replay")),
     ("Analyses beyond the blog", ("assumptions", "curvature", "retrain")),
-    ("Convnets: LeNet-300-100 and LeNet-5 against Han et al. (2015)", ("convnet",)),
+    ("Convnets: LeNet-300-100 and LeNet-5 against Han et al. (2015) and later work", ("convnet",)),
     ("Pruning sweeps (one per variant, all seeds)", ("prune-",)),
     ("Training runs", ("train-",)),
 )
@@ -331,12 +342,14 @@ def front_page(reports: Path, figures: Path, results: Path, pages: list[str], pr
             "(`results/summary.csv`, written by `compare.ipynb`).\n",
             _summary_table(results)]  # fmt: skip
     if (results / "convnet_summary.md").is_file():
-        out += ["### Convnets against Han et al. (2015)\n",
+        out += ["### Convnets against Han et al. (2015) and later work\n",
                 "Largest fraction of kernel weights pruned while the test error stays within 0.1 "
                 "point of the dense model's (mean ± std over training seeds, worst seed in "
                 "brackets), the compression it implies and the test error at 12x (91.7% pruned), "
-                "next to Han et al.'s published numbers (`results/convnet_summary.csv`, written by "
-                "`convnet_compare.ipynb`).\n",
+                "next to the published numbers (Han et al. 2015, Guo et al. 2016, Molchanov et "
+                "al. 2017, Ullrich et al. 2017; \"measure\" says what each ratio counts), then "
+                "what reaching each published result would take (`results/convnet_summary.csv` "
+                "and `.md`, written by `convnet_compare.ipynb`).\n",
                 _convnet_table(results)]  # fmt: skip
     out += ["## Provenance\n",
             "The numbers move slightly between machines (JAX on different CPUs orders floating-"
