@@ -26,8 +26,8 @@ def test_load_mnist_shapes_dtypes_and_cache(tmp_path, monkeypatch):
     assert y.shape == (10_000,) and y.dtype == np.int32
     assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() == 1.0
     assert set(np.unique(y)) == set(range(10))
-    cached = tmp_path / f"mnist-{data.VERSION}-test.npz"
-    assert cached.is_file()
+    cached = data.cache_file("test")
+    assert cached.parent == tmp_path and cached.is_file()
     assert cached.stat().st_mode & 0o777 == 0o666 & ~_umask()  # readable by everyone
     x2, y2 = data.load_mnist("test")  # from the cache
     np.testing.assert_array_equal(x, x2)
@@ -124,7 +124,7 @@ def test_damaged_cache_is_named_and_rebuilt(tmp_path, monkeypatch, damage):
         return good
 
     monkeypatch.setattr(data, "_from_tfds", from_tfds)
-    path = tmp_path / f"mnist-{data.VERSION}-test.npz"
+    path = data.cache_file("test")
     np.savez(path, x=good[0], y=good[1])
     raw = path.read_bytes()
     if damage == "empty":
@@ -152,3 +152,35 @@ def test_damaged_cache_is_named_and_rebuilt(tmp_path, monkeypatch, damage):
         x2, _ = data.load_mnist("test")
     assert calls == ["test"]
     np.testing.assert_array_equal(x2, good[0])
+
+
+def test_cache_is_keyed_by_its_source(tmp_path, monkeypatch):
+    """Arrays cached from one TFDS folder are never returned for another (``data_dir=`` or
+    ``TFDS_DATA_DIR``); each source is read through TFDS once, then from its own cache file,
+    and the other files in the cache folder are left alone."""
+    monkeypatch.setenv("OBD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setitem(data.SIZES, "test", 20)
+    calls = []
+
+    def from_tfds(split, data_dir):
+        root = str(data.tfds_root(data_dir))
+        calls.append(root)
+        x, y = _fake_split(20)
+        return x + 0.0 if root.endswith("a") else 1.0 - x, y
+
+    monkeypatch.setattr(data, "_from_tfds", from_tfds)
+    users = {"mnist-3.0.1-test.npz": b"an older cache", "notes.txt": b"mine"}
+    for name, content in users.items():
+        _write(tmp_path / "cache" / name, content)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    xa, _ = data.load_mnist("test", data_dir=a)
+    xb, _ = data.load_mnist("test", data_dir=b)
+    assert calls == [a, b] and not np.array_equal(xa, xb)
+    np.testing.assert_array_equal(data.load_mnist("test", data_dir=a)[0], xa)
+    monkeypatch.setenv("TFDS_DATA_DIR", b)
+    np.testing.assert_array_equal(data.load_mnist("test")[0], xb)
+    assert calls == [a, b]  # both from their caches
+    assert data.cache_file("test", a) != data.cache_file("test", b) == data.cache_file("test")
+    assert data.cache_file("test", a) == data.cache_file("test", f"{tmp_path}/x/../a")
+    for name, content in users.items():
+        assert (tmp_path / "cache" / name).read_bytes() == content

@@ -42,7 +42,8 @@ def test_run_records_outputs_and_check_unmarks_changed_ones(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((reports / "writer.outputs.json").read_text())["outputs"]
-    assert manifest == {"results/a.txt": outputs.sha256(target)}  # relative, own report excluded
+    # relative to the manifest's folder, its own report excluded
+    assert manifest == {"../results/a.txt": outputs.sha256(target)}
     html = reports / "writer.html"
 
     check = [sys.executable, "-m", "obd.outputs", "check", str(reports)]
@@ -70,6 +71,52 @@ def test_check_flags_missing_outputs_and_missing_records(tmp_path, monkeypatch):
     stale = outputs.check(tmp_path / "r")
     assert stale["a.html"] == ["out.csv is missing"]
     assert not (tmp_path / "r" / "a.html").exists() and not (tmp_path / "r" / "b.html").exists()
+
+
+def test_check_from_another_working_directory(tmp_path):
+    """A manifest written from one folder is checked correctly from any other."""
+    nb = _writer_notebook(tmp_path)
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "obd.outputs", "run", str(nb), "reports/writer",
+         "-p", "out", "results/a.txt", "--quiet"],
+        capture_output=True, text=True, cwd=tmp_path / "repo",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    reports = tmp_path / "repo" / "reports"
+    check = [sys.executable, "-m", "obd.outputs", "check"]
+    for cwd, where in [
+        (tmp_path / "elsewhere", str(reports)),
+        (reports, "."),
+        (tmp_path, "repo/reports"),
+    ]:
+        same = subprocess.run([*check, where], capture_output=True, text=True, cwd=cwd)
+        assert same.returncode == 0 and same.stdout == "", (cwd, same.stdout)
+        assert (reports / "writer.html").is_file()
+
+    # the tree moved: still checked by the manifest's own place
+    moved = tmp_path / "moved"
+    (tmp_path / "repo").rename(moved)
+    assert outputs.check(moved / "reports", remove=False) == {}
+    (moved / "results" / "a.txt").write_text("overwritten by hand")
+    stale = subprocess.run([*check, "moved/reports"], capture_output=True, text=True, cwd=tmp_path)
+    assert "writer.html will run again: moved/results/a.txt changed" in stale.stdout
+    assert not (moved / "reports" / "writer.html").exists()
+
+
+def test_manifests_without_base_are_read_from_the_working_directory(tmp_path, monkeypatch):
+    """Manifests written before paths were relative to them: relative to where the check runs."""
+    monkeypatch.chdir(tmp_path)
+    write_text(tmp_path / "results" / "a.txt", "x")
+    write_text(tmp_path / "r" / "a.html", "<html></html>")
+    digest = outputs.sha256(tmp_path / "results" / "a.txt")
+    write_text(
+        tmp_path / "r" / "a.outputs.json", json.dumps({"outputs": {"results/a.txt": digest}})
+    )
+    assert outputs.check(tmp_path / "r", remove=False) == {}
+    (tmp_path / "results" / "a.txt").unlink()
+    assert outputs.check(tmp_path / "r", remove=False) == {"a.html": ["results/a.txt is missing"]}
 
 
 def test_stale_reasons_rejects_non_reports(tmp_path):

@@ -3,6 +3,7 @@ faults leave nothing half-done; the build never presents stale results as curren
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -236,6 +237,48 @@ def test_runner_parses_numbers_as_numbers():
         runner.parse_value("[1, 2")
 
 
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("010", 10),  # YAML 1.1: 8 (octal)
+        ("1:30", "1:30"),  # YAML 1.1: 90 (base 60)
+        ("yes", "yes"),  # YAML 1.1: True
+        ("off", "off"),  # YAML 1.1: False
+        ("On", "On"),
+        ("1_000", "1_000"),  # YAML 1.1: 1000
+        ("2024-01-01", "2024-01-01"),  # YAML 1.1: a date
+        ("0b11", "0b11"),  # YAML 1.1: 3
+        ("true", True),
+        ("False", False),
+        ("null", None),
+        ("~", None),
+        ("-7", -7),
+        ("0x1f", 31),
+        ("0o17", 15),
+        ("1e-3", 1e-3),
+        (".5", 0.5),
+        ("2.", 2.0),
+        ("[0, 0.5, 1e-2]", [0, 0.5, 0.01]),
+        ("{a: 1, b: [true, null, no]}", {"a": 1, "b": [True, None, "no"]}),
+    ],
+)
+def test_runner_parses_values_as_yaml_1_2_core_schema(text, value):
+    got = runner.parse_value(text)
+    assert got == value and type(got) is type(value)
+
+
+def test_runner_refuses_yaml_1_1_booleans_for_a_bool_parameter(tmp_path):
+    nb = _notebook(tmp_path / "nbs", PARAMS, "raise RuntimeError('the kernel must not run')")
+    for word in ("yes", "off"):
+        bad = _run(str(nb), "reports/y", "-p", "use", word, cwd=tmp_path)
+        assert bad.returncode == 2
+        assert bad.stderr.splitlines() == [
+            f"✗ {nb}: ValueError: parameter use must be true or false (like its default False), "
+            f"got {word!r} (str)"
+        ]
+    assert not (tmp_path / "reports").exists()
+
+
 def test_runner_checks_parameter_types_before_any_kernel(tmp_path):
     nb = _notebook(tmp_path / "nbs", PARAMS, "pass")
     ok = runner.check_parameters(nb, {"learning_rate": 1e-4, "steps": 3}, cwd=tmp_path)
@@ -303,7 +346,8 @@ def test_runner_end_to_end_paths_errors_first_and_no_kernel_for_bad_parameters(t
         "from pathlib import Path\n"
         "if learning_rate > 1:\n"
         "    raise ValueError(f'learning_rate={learning_rate} is too large')\n"
-        "Path(out).write_text(f'{learning_rate!r} {steps!r}')"
+        "Path(out).write_text(f'{learning_rate!r} {steps!r}')\n"
+        "print(sorted(p.name for p in Path('../reports').glob('.*')))"
     )
     nb = _notebook(tmp_path / "nbs", PARAMS, body)
     ok = _run("nbs/nb.ipynb", "reports/ok", "-p", "learning_rate", "1e-4", "-p", "out",
@@ -315,8 +359,13 @@ def test_runner_end_to_end_paths_errors_first_and_no_kernel_for_bad_parameters(t
     # no machine path in the executed notebook: parameters and papermill's provenance are relative
     executed = (tmp_path / "reports" / "ok.ipynb").read_text()
     assert str(tmp_path) not in executed
-    meta = nbformat.reads(executed, as_version=4).metadata["papermill"]
+    executed = nbformat.reads(executed, as_version=4)
+    meta = executed.metadata["papermill"]
     assert (meta["input_path"], meta["output_path"]) == ("nbs/nb.ipynb", "reports/ok.ipynb")
+    # while the kernel ran, the executed copy was a marked temporary file, now gone
+    (temp,) = ast.literal_eval(executed.cells[-1].outputs[0]["text"])
+    assert temp.startswith(".ok.ipynb.obd-tmp-") and io.is_temp(temp)
+    assert not (tmp_path / "reports" / temp).exists()
 
     bad = _run(str(nb), "reports/bad", "-p", "steps", "2.5", cwd=tmp_path)
     assert bad.returncode == 2  # refused before a kernel started: no report, no failed copy
@@ -335,6 +384,35 @@ def test_runner_end_to_end_paths_errors_first_and_no_kernel_for_bad_parameters(t
     assert lines[0] == f"✗ {nb}: ValueError: learning_rate=2 is too large"
     assert "f.failed.ipynb" in lines[1] and len(lines) == 2  # no kernel traceback
     assert (tmp_path / "reports" / "f.failed.ipynb").stat().st_mode & 0o044 == 0o044
+
+
+def test_runner_never_writes_over_its_notebook(tmp_path):
+    body = "from pathlib import Path\nPath(out).write_text('written by the run')"
+    nb = _notebook(tmp_path / "nbs", PARAMS, body)
+    (tmp_path / "nbs" / "nb.py").write_text("# the jupytext twin\n")
+    before = {p: p.read_bytes() for p in (nb, tmp_path / "nbs" / "nb.py")}
+    for report, params in [
+        ("nbs/nb", []),  # writes nbs/nb.ipynb: the notebook
+        ("nbs/../nbs/nb", []),
+        ("nbs/nb.ipynb", []),  # the report path is the notebook
+        ("reports/r", ["-p", "out", "nbs/nb.ipynb"]),
+        ("reports/r", ["-p", "out", "nbs/nb.py"]),  # its twin
+        ("reports/r", ["-p", "out", "reports/r.html"]),  # the report's own file
+    ]:
+        bad = _run("nbs/nb.ipynb", report, *params, cwd=tmp_path)
+        assert bad.returncode == 2, (report, params, bad.stderr)
+        lines = bad.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("✗ nbs/nb.ipynb: ValueError: "), lines
+        assert "is the input" in lines[0] or "own file" in lines[0], lines
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "nbs" / "nb.html").exists()
+
+    os.link(nb, tmp_path / "hard.ipynb")  # the same file under another name
+    with pytest.raises(ValueError, match=r"report '.*hard' would write '.*hard\.ipynb'"):
+        runner.run_notebook(nb, tmp_path / "hard")
+    with pytest.raises(ValueError, match=r"out='.*nb\.ipynb' is the input"):
+        runner.check_parameters(nb, {"out": str(nb)})
+    assert {p: p.read_bytes() for p in before} == before
 
 
 def _umask() -> int:
@@ -361,7 +439,7 @@ def test_loaders_read_only_finished_outputs_and_resume_cleans_temps(tmp_path):
     sweeps.mkdir(parents=True)
     _sweep("obd-global-plain", [0, 1]).to_csv(sweeps / "obd-global-plain.csv", index=False)
     # what a killed writer leaves: a partial temporary file beside its target
-    partial = sweeps / ".obd-global-dropout.csv.k3j_x9q2.csv"
+    partial = sweeps / ".obd-global-dropout.csv.obd-tmp-k3j_x9q2.csv"
     _sweep("obd-global-dropout", [0]).to_csv(partial, index=False)
     df = load_sweeps(tmp_path / "results")
     assert set(df.variant) == {"obd-global-plain"} and len(df) == 2
@@ -369,8 +447,8 @@ def test_loaders_read_only_finished_outputs_and_resume_cleans_temps(tmp_path):
     reports = tmp_path / "reports"
     reports.mkdir()
     io.write_text(reports / "train-plain-seed0.html", "<html></html>")
-    (reports / ".prune-x.html.abcd1234.html").write_text("<html>partial")
-    (reports / ".train-plain-seed0.ipynb.zz9_8x7w.ipynb").write_text("{")
+    (reports / ".prune-x.html.obd-tmp-abcd1234.html").write_text("<html>partial")
+    (reports / ".train-plain-seed0.ipynb.obd-tmp-zz9_8x7w.ipynb").write_text("{")
     (reports / ".params").mkdir()
     (reports / ".params" / "train-plain-seed0.args").write_text("-p seed 0")
     (reports / ".reproduce.lock").write_text("")
@@ -378,7 +456,11 @@ def test_loaders_read_only_finished_outputs_and_resume_cleans_temps(tmp_path):
 
     removed = io.clean_stale([tmp_path / "results", reports, tmp_path / "missing"])
     assert sorted(p.name for p in removed) == sorted(
-        [partial.name, ".prune-x.html.abcd1234.html", ".train-plain-seed0.ipynb.zz9_8x7w.ipynb"]
+        [
+            partial.name,
+            ".prune-x.html.obd-tmp-abcd1234.html",
+            ".train-plain-seed0.ipynb.obd-tmp-zz9_8x7w.ipynb",
+        ]
     )
     assert (reports / ".params" / "train-plain-seed0.args").exists()
     assert (reports / ".reproduce.lock").exists() and (reports / "train-plain-seed0.html").exists()
@@ -390,6 +472,7 @@ def test_temp_names_match_what_atomic_path_creates(tmp_path):
         with io.atomic_path(tmp_path / name) as tmp:
             seen.append(tmp.name)
             assert io.TEMP_NAME.match(tmp.name) and io.is_temp(tmp)
+            assert tmp.name.startswith(f".{name}.obd-tmp-")
             tmp.write_text("x")
     assert not io.clean_stale([tmp_path])
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -397,6 +480,30 @@ def test_temp_names_match_what_atomic_path_creates(tmp_path):
         "noext",
         "train-plain-seed0.ipynb",
     ]
+
+
+def test_clean_stale_never_removes_a_users_hidden_files(tmp_path, monkeypatch):
+    """Only names with the project's ``.obd-tmp-`` marker are temporary files: a user's hidden
+    notes or backups, even shaped like ``.NAME.XXXXXXXX.SUFFIX``, are never removed."""
+    users = [".notes.20240101.md", ".draft.abcd1234.csv", ".bashrc", ".a.csv.obd-tmp-.csv"]
+    for name in users:
+        (tmp_path / "sub" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "sub" / name).write_text("mine")
+    ours = tmp_path / "sub" / ".a.csv.obd-tmp-k3j_x9q2.csv"
+    ours.write_text("partial")
+    assert [io.is_temp(tmp_path / "sub" / n) for n in users] == [False] * len(users)
+    assert io.clean_stale([tmp_path]) == [ours]
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == sorted(users)
+    assert io.main(["clean", str(tmp_path)]) == 0 and len(list((tmp_path / "sub").iterdir())) == 4
+
+    # the write probe of check_writable carries the marker too
+    probes = []
+    real = io.tempfile.mkstemp
+    monkeypatch.setattr(
+        io.tempfile, "mkstemp", lambda **kw: probes.append(real(**kw)) or probes[-1]
+    )
+    io.check_writable(tmp_path / "out" / "x.csv")
+    assert probes and all(io.is_temp(p) for _, p in probes)
 
 
 def test_lock_makes_a_second_run_wait(tmp_path):

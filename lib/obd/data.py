@@ -1,8 +1,11 @@
 """MNIST from TensorFlow Datasets, cached as decoded NumPy arrays.
 
 The first load of a split goes through TFDS (which imports TensorFlow, ~5 s); the decoded arrays are
-then kept in an ``.npz`` keyed by dataset version in a writable cache folder, so later loads take
-milliseconds. TFDS honours ``TFDS_DATA_DIR``; offline machines point it at a prepared copy.
+then kept in an ``.npz`` in a writable cache folder, so later loads take milliseconds. A cache file
+is keyed by its source, the dataset version and the TFDS data folder it came from
+(``mnist-3.0.1-<hash of the folder>-train.npz``): a load from another folder (``data_dir=``,
+``TFDS_DATA_DIR``) never reuses another source's arrays. TFDS honours ``TFDS_DATA_DIR``; offline
+machines point it at a prepared copy.
 
 Faults fail fast and leave nothing behind: a cache that cannot be read, or holds anything but the
 split's arrays (shape, dtype, count, label range), is named in a warning and rebuilt; when MNIST
@@ -13,6 +16,7 @@ created.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -50,8 +54,17 @@ def cache_dir() -> Path:
     return Path(base) / "obd"
 
 
-def _cache_file(split: str) -> Path:
-    return cache_dir() / f"{DATASET}-{VERSION}-{split}.npz"
+def source_key(data_dir: str | None = None) -> str:
+    """8 hex digits naming the source of the arrays: SHA-256 of the absolute TFDS data folder
+    (:func:`tfds_root`, resolved) and the dataset version."""
+    source = f"{DATASET}:{VERSION}:{tfds_root(data_dir).resolve()}"
+    return hashlib.sha256(source.encode()).hexdigest()[:8]
+
+
+def cache_file(split: str, data_dir: str | None = None) -> Path:
+    """The cache of ``split`` from the TFDS folder ``data_dir`` (see :func:`tfds_root`):
+    ``<cache_dir>/mnist-3.0.1-<source_key>-<split>.npz``."""
+    return cache_dir() / f"{DATASET}-{VERSION}-{source_key(data_dir)}-{split}.npz"
 
 
 def tfds_root(data_dir: str | None = None) -> Path:
@@ -159,12 +172,12 @@ def load_mnist(split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.
     """Load an MNIST split: ``x`` float32 ``[N, 784]`` in [0, 1], ``y`` int32 ``[N]``.
 
     ``data_dir`` overrides ``TFDS_DATA_DIR``. Raises :class:`DataUnavailableError` with a fix when
-    the data can be neither found nor downloaded, ``ValueError`` for an unknown split. A damaged
-    cache file is named in a warning and rebuilt.
+    the data can be neither found nor downloaded, ``ValueError`` for an unknown split. The cache
+    is per source (:func:`cache_file`); a damaged cache file is named in a warning and rebuilt.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; accepted: {', '.join(SPLITS)}")
-    path = _cache_file(split)
+    path = cache_file(split, data_dir)
     if path.is_file():
         cached = _read_cache(path, split)
         if cached is not None:
@@ -187,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for split in splits:
             x, _ = load_mnist(split)
-            print(f"MNIST {split}: {len(x)} examples ({_cache_file(split)})")
+            print(f"MNIST {split}: {len(x)} examples ({cache_file(split)})")
     except (DataUnavailableError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -1,11 +1,13 @@
 """Atomic file writes: an output either appears whole or not at all.
 
-A write goes to a hidden temporary file beside its target (``.NAME.XXXXXXXX.SUFFIX``) that is
-renamed onto the target only when the write succeeded. Generated files are readable by everyone
-(``0o666`` less the umask, i.e. ``0644`` under the usual umask ``022``; folders ``0755``).
+A write goes to a hidden temporary file beside its target (``.NAME.obd-tmp-XXXXXXXX.SUFFIX``)
+that is renamed onto the target only when the write succeeded. Generated files are readable by
+everyone (``0o666`` less the umask, i.e. ``0644`` under the usual umask ``022``; folders ``0755``).
 A killed process can leave such a temporary file behind: loaders read only finished outputs
 (:func:`finished`, which skips hidden names), and :func:`clean_stale` removes the leftovers when a
-run resumes (``python -m obd.io clean DIR ...``, run by ``make reproduce`` under its lock).
+run resumes (``python -m obd.io clean DIR ...``, run by ``make reproduce`` under its lock). Only
+names carrying the ``.obd-tmp-`` marker are ever removed: a user's own hidden files
+(``.notes.20240101.md``) are left alone.
 """
 
 from __future__ import annotations
@@ -18,9 +20,19 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-#: The names :func:`atomic_path` gives its temporary files: ``.`` + target name + ``.`` + 8
-#: random characters (``tempfile``'s) + the suffix.
-TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]*)?$")
+#: The marker in the name of every temporary file this project creates beside its outputs.
+TEMP_MARKER = ".obd-tmp-"
+#: The names :func:`atomic_path` gives its temporary files: ``.`` + target name + ``.obd-tmp-``
+#: + 8 random characters (``tempfile``'s) + the suffix.
+TEMP_NAME = re.compile(
+    r"^\.(?P<target>.+)" + re.escape(TEMP_MARKER) + r"[a-z0-9_]{8}(?P<suffix>\.[^.]*)?$"
+)
+
+
+def temp_prefix(name: str) -> str:
+    """The ``tempfile`` prefix of a temporary file for the output named ``name``: ``.NAME.obd-tmp-``
+    (``tempfile`` appends 8 random characters and the suffix, matching :data:`TEMP_NAME`)."""
+    return f".{name}{TEMP_MARKER}"
 
 
 def _umask() -> int:
@@ -45,7 +57,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix, dir=path.parent
+        prefix=temp_prefix(path.name),
+        suffix=path.suffix if suffix is None else suffix,
+        dir=path.parent,
     )
     os.close(fd)
     tmp_path = Path(tmp)
@@ -76,14 +90,16 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def is_temp(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is an unfinished write: a hidden name (``.NAME...``)."""
-    return Path(path).name.startswith(".")
+    """Whether ``path`` is a temporary file of this project (an unfinished write): a name of
+    :data:`TEMP_NAME`'s form, ``.NAME.obd-tmp-XXXXXXXX.SUFFIX``. Other hidden names are not."""
+    return TEMP_NAME.match(Path(path).name) is not None
 
 
 def finished(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """The finished outputs among ``paths`` (sorted): hidden names, such as the temporary files
-    of an interrupted atomic write, are skipped. Use it around every ``glob`` of outputs."""
-    return sorted(Path(p) for p in paths if not is_temp(p))
+    of an interrupted atomic write (and any other hidden file), are skipped. Use it around every
+    ``glob`` of outputs."""
+    return sorted(Path(p) for p in paths if not Path(p).name.startswith("."))
 
 
 def check_writable(path: str | os.PathLike, *, name: str = "out", folder: bool = False) -> Path:
@@ -96,7 +112,7 @@ def check_writable(path: str | os.PathLike, *, name: str = "out", folder: bool =
         raise ValueError(f"{name}={str(path)!r} is a folder; a file path is expected")
     try:
         where.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=where)
+        fd, probe = tempfile.mkstemp(prefix=temp_prefix("write-check"), dir=where)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
@@ -120,7 +136,7 @@ def clean_stale(folders: Iterable[str | os.PathLike]) -> list[Path]:
         if not root.is_dir():
             continue
         for p in sorted(root.rglob(".*")):
-            if p.is_file() and TEMP_NAME.match(p.name):
+            if p.is_file() and not p.is_symlink() and is_temp(p):
                 p.unlink(missing_ok=True)
                 removed.append(p)
     return removed

@@ -2,7 +2,9 @@
 
 ``python -m obd.outputs run NOTEBOOK REPORT -p name value ...`` runs ``obd.runner`` with the same
 arguments and, on success, writes ``REPORT.outputs.json``: every file the notebook wrote through
-``obd.io.atomic_path`` (``obd.io`` logs them to ``$OBD_OUTPUT_LOG``) with its SHA-256.
+``obd.io.atomic_path`` (``obd.io`` logs them to ``$OBD_OUTPUT_LOG``) with its SHA-256, its path
+relative to the manifest's folder (``"base": "manifest"``), so a check works from any working
+directory and after the tree is moved.
 
 ``python -m obd.outputs check REPORTS`` compares every manifest under ``REPORTS`` with the files on
 disk. A report whose outputs are missing or changed (say, a notebook opened by hand wrote over a
@@ -34,6 +36,11 @@ def sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+#: How manifest paths are written: relative to the manifest's folder. Manifests without this
+#: ``"base"`` (written before it existed) hold paths relative to the working directory of the run.
+BASE = "manifest"
+
+
 def _shown(path: Path) -> str:
     """``path`` relative to the working directory when it lies below it, else absolute."""
     try:
@@ -53,10 +60,24 @@ def write_manifest(report: str | os.PathLike, written: list[str | os.PathLike]) 
     report = Path(report)
     own = {report.with_name(report.name + s).resolve() for s in (".ipynb", ".html")}
     files = sorted({Path(p).resolve() for p in written} - own)
-    entries = {_shown(p): sha256(p) for p in files if p.is_file()}
     path = manifest_path(report)
-    write_text(path, json.dumps({"outputs": entries}, indent=1, sort_keys=True) + "\n")
+    base = path.parent.resolve()
+    entries = {Path(os.path.relpath(p, base)).as_posix(): sha256(p) for p in files if p.is_file()}
+    record = {"base": BASE, "outputs": entries}
+    write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
     return path
+
+
+def _recorded(manifest: Path) -> dict[Path, str]:
+    """A manifest's outputs as ``{path: sha256}``, paths resolved as recorded: from the
+    manifest's folder, or (older manifests, without ``"base"``) from the working directory.
+    ``ValueError``, ``KeyError`` or ``TypeError`` when it is not a manifest."""
+    record = json.loads(manifest.read_text())
+    entries = record["outputs"]
+    if record.get("base", None) not in (BASE, None) or not isinstance(entries, dict):
+        raise ValueError(f"not a manifest of this format: base={record.get('base')!r}")
+    base = manifest.parent if record.get("base") == BASE else Path.cwd()
+    return {base / name: str(digest) for name, digest in entries.items()}
 
 
 def stale_reasons(report_html: str | os.PathLike) -> list[str]:
@@ -68,15 +89,15 @@ def stale_reasons(report_html: str | os.PathLike) -> list[str]:
     if not manifest.is_file():
         return [f"no record of its outputs ({manifest.name})"]
     try:
-        entries = json.loads(manifest.read_text())["outputs"]
-    except (ValueError, KeyError, TypeError):
+        entries = _recorded(manifest)
+    except (ValueError, KeyError, TypeError, AttributeError):
         return [f"unreadable record {manifest.name}"]
     reasons = []
-    for name, digest in sorted(entries.items()):
-        if not Path(name).is_file():
-            reasons.append(f"{name} is missing")
-        elif sha256(name) != digest:
-            reasons.append(f"{name} changed since this run wrote it")
+    for path, digest in sorted(entries.items()):
+        if not path.is_file():
+            reasons.append(f"{_shown(path)} is missing")
+        elif sha256(path) != digest:
+            reasons.append(f"{_shown(path)} changed since this run wrote it")
     return reasons
 
 

@@ -1,18 +1,21 @@
 """Run a notebook with papermill and render it to HTML, atomically.
 
 ``python -m obd.runner NOTEBOOK REPORT -p name value ...`` executes ``NOTEBOOK`` with the given
-parameters (values parsed as YAML, so ``-p fractions "[0, 0.5]"`` is a list, and ``1e-4`` is a
-number, as in YAML 1.2) and writes ``REPORT.ipynb`` and ``REPORT.html``. Both appear only when the
-whole notebook succeeded, the HTML last, so a build system can treat the HTML as the mark of a
-finished run. On failure the executed copy is kept as ``REPORT.failed.ipynb`` and the error is
-printed first, on one line, without the kernel's traceback (it is in the failed copy).
+parameters and writes ``REPORT.ipynb`` and ``REPORT.html``. Values are YAML 1.2 (core schema)
+scalars or flow collections, as JSON reads them: ``-p fractions "[0, 0.5]"`` is a list, ``1e-4``
+and ``10`` numbers (``010`` is 10), ``true``/``false``/``null`` a bool or None, and anything else a
+string (``yes``, ``off``, ``1:30``: no YAML 1.1 booleans, octals or base-60 numbers). Both files
+appear only when the whole notebook succeeded, the HTML last, so a build system can treat the HTML
+as the mark of a finished run. On failure the executed copy is kept as ``REPORT.failed.ipynb`` and
+the error is printed first, on one line, without the kernel's traceback (it is in the failed copy).
 
 Before a kernel starts, the parameters are checked against the notebook's ``parameters`` cell: an
 unknown name, or a value whose type does not match a numeric or boolean default (``steps=2.5``,
-``seed="1"``), is a ``ValueError`` naming the parameter. Path parameters given relative (``out``,
-``*_out``, ``model*``, ``*_dir``) resolve from the folder the command runs in, not the notebook's,
-and the outputs (``out``, ``*_out``, ``figures_dir``, ``out_dir``) must be writable before any
-work starts.
+``seed="1"``, ``use=yes``), is a ``ValueError`` naming the parameter. Path parameters given
+relative (``out``, ``*_out``, ``model*``, ``*_dir``) resolve from the folder the command runs in,
+not the notebook's, and the outputs (``out``, ``*_out``, ``figures_dir``, ``out_dir``) must be
+writable before any work starts. No output (the report's files, an output parameter) may be the
+notebook itself or its jupytext twin ``NAME.py``: ``python -m obd.runner nb.ipynb nb`` is refused.
 """
 
 from __future__ import annotations
@@ -36,22 +39,47 @@ from obd.io import atomic_path, check_writable, file_mode, write_text
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML with YAML 1.2's floats: ``1e-4`` (no dot) is a number, not the string PyYAML's
-    YAML 1.1 rules make it. Quoted values stay strings."""
+    """YAML 1.2's core schema (what JSON means by its scalars): ``true``/``false``, ``null``/``~``,
+    decimal integers (``010`` is 10; ``0o17``, ``0x1f``) and floats (``1e-4``, ``.5``, ``.inf``).
+    PyYAML's YAML 1.1 rules would read ``yes``/``off`` as booleans, ``010`` as 8, ``1:30`` as 90
+    and ``2024-01-01`` as a date; here they are strings. Quoted values stay strings."""
+
+    yaml_implicit_resolvers: dict = {}  # noqa: RUF012 (PyYAML's class-level registry, replaced)
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+_CORE_SCHEMA = [
+    ("tag:yaml.org,2002:null", r"~|null|Null|NULL|", ["~", "n", "N", ""]),
+    ("tag:yaml.org,2002:bool", r"true|True|TRUE|false|False|FALSE", list("tTfF")),
+    ("tag:yaml.org,2002:int", r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", list("-+0123456789")),
+    (
+        "tag:yaml.org,2002:float",
+        r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)",
+        list("-+0123456789."),
+    ),
+]
+for _tag, _pattern, _first in _CORE_SCHEMA:  # int before float: the first match wins
+    _Loader.add_implicit_resolver(_tag, re.compile(f"^(?:{_pattern})$"), _first)
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """A core-schema integer: decimal (leading zeros allowed), ``0o`` octal or ``0x`` hex."""
+    text = loader.construct_scalar(node)
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def parse_value(text: str) -> Any:
-    """A ``-p`` value: YAML (``[0, 0.5]`` a list, ``true`` a bool, ``1e-4`` a float)."""
+    """A ``-p`` value as YAML 1.2 core schema / JSON reads it: ``[0, 0.5]`` a list, ``true`` a
+    bool, ``null`` None, ``10`` and ``010`` the integer 10, ``1e-4`` a float, ``{a: 1}`` a dict;
+    anything else (``yes``, ``off``, ``1:30``, ``abc``) a string. ``ValueError`` if not YAML."""
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, ValueError) as err:
         raise ValueError(f"cannot parse {text!r} as a value (YAML): {err}") from None
 
 
@@ -130,16 +158,73 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def report_files(report: str | os.PathLike) -> list[Path]:
+    """The files a run writes for ``report``: ``REPORT.ipynb``, ``.html`` and ``.failed.ipynb``."""
+    report = Path(report)
+    return [report.with_name(report.name + s) for s in (".ipynb", ".html", ".failed.ipynb")]
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name the same file: the same path once resolved (``..``, symbolic
+    links), or, both existing, the same file on disk (a hard link)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _inputs(notebook: Path) -> list[Path]:
+    """The notebook and, when it exists, its jupytext twin ``NAME.py``: files no run may write."""
+    twin = notebook.with_suffix(".py")
+    return [notebook, twin] if twin.is_file() else [notebook]
+
+
+def check_report(notebook: str | os.PathLike, report: str | os.PathLike) -> None:
+    """``ValueError`` when ``report`` (a path without extension) or one of the files written for
+    it (:func:`report_files`) is the notebook or its twin: ``run_notebook("nb.ipynb", "nb")``
+    would write over its own source."""
+    notebook = Path(notebook)
+    for source in _inputs(notebook):
+        if _same_path(Path(report), source):
+            raise ValueError(
+                f"report {str(report)!r} is the input {str(source)!r}; give the report's path "
+                "without extension, not the notebook's (REPORT.ipynb and REPORT.html are written)"
+            )
+        for path in report_files(report):
+            if _same_path(path, source):
+                raise ValueError(
+                    f"report {str(report)!r} would write {str(path)!r}, which is the input "
+                    f"{str(source)!r}; choose a report path that is not the notebook's"
+                )
+
+
+def _check_not_input(name: str, path: Path, notebook: Path) -> None:
+    for source in _inputs(notebook):
+        if _same_path(path, source):
+            raise ValueError(
+                f"{name}={str(path)!r} is the input {str(source)!r}; the run would write over it"
+            )
+
+
 def check_parameters(
-    notebook: str | os.PathLike, parameters: dict[str, Any], *, cwd: str | os.PathLike = "."
+    notebook: str | os.PathLike,
+    parameters: dict[str, Any],
+    *,
+    cwd: str | os.PathLike = ".",
+    report: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Validate ``parameters`` for ``notebook`` before any kernel starts; return them with path
     parameters resolved (relative ones from ``cwd``), then written relative to the notebook's
     folder when they lie in the repository (the folder above it), absolute otherwise.
     ``ValueError`` on an unknown name, a value whose type does not match a numeric or boolean
-    default, or an unwritable output.
+    default, an unwritable output, or an output file that is the notebook (or its twin) or, given
+    ``report``, one of the report's files; with ``report``, :func:`check_report` too.
     """
     notebook = Path(notebook)
+    if report is not None:
+        check_report(notebook, report)
     defaults = notebook_defaults(notebook)
     if defaults:  # a notebook without a parameters cell accepts what papermill injects
         unknown = sorted(set(parameters) - set(defaults))
@@ -169,6 +254,10 @@ def check_parameters(
         if not is_output_param(name) or not isinstance(value, str) or not value:
             continue
         path = Path(value) if os.path.isabs(value) else notebook.parent / value
+        _check_not_input(name, path, notebook)
+        for own in report_files(report) if report is not None else []:
+            if _same_path(path, own):
+                raise ValueError(f"{name}={value!r} is the report's own file {str(own)!r}")
         check_writable(path, name=name, folder=is_output_folder(name))
     return {k: _from_notebook(v, notebook.parent) if is_path_param(k) else v
             for k, v in resolved.items()}  # fmt: skip
@@ -205,7 +294,7 @@ def run_notebook(
     if not notebook.is_file():
         raise ValueError(f"notebook {str(notebook)!r} does not exist")
     if not checked:
-        parameters = check_parameters(notebook, parameters or {})
+        parameters = check_parameters(notebook, parameters or {}, report=report)
         check_writable(report.with_name(report.name + ".html"), name="report")
     report.parent.mkdir(parents=True, exist_ok=True)
     ipynb, html, failed = (
@@ -292,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         params = {name: parse_value(value) for name, value in args.p}
         if not Path(args.notebook).is_file():
             raise ValueError(f"notebook {args.notebook!r} does not exist")
-        params = check_parameters(args.notebook, params)
+        params = check_parameters(args.notebook, params, report=args.report)
         check_writable(args.report + ".html", name="report")
     except ValueError as err:
         print(f"✗ {args.notebook}: {_one_line(err)}", file=sys.stderr)
