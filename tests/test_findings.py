@@ -76,6 +76,11 @@ def test_sweep_findings_hold_and_quote_the_numbers(results):
         assert found[key].held is True, (key, found[key].text)
     assert "66.0 ± 1.4%" in found["obd-vs-magnitude"].text  # mean ± std of 65% and 67%
     assert "41.0 ± 1.4%" in found["obd-vs-magnitude"].text
+    headline = found["obd-vs-magnitude"].headline  # the front page's first answer
+    assert headline.startswith("Once the blog's code is corrected, OBD prunes more than magnitude")
+    assert "66.0 ± 1.4% of the weights" in headline and "41.0 ± 1.4% for |w|" in headline
+    assert [f.key for f in findings.headlines(list(found.values()))] == list(findings.HEADLINES)
+    assert not found["signed-magnitude"].headline
     for key in ("cross-terms", "quadratic", "curvature", "retrain"):
         assert found[key].held is None and "missing" in found[key].text
 
@@ -89,6 +94,9 @@ def test_a_finding_that_no_longer_holds_is_reported(results):
     df.to_csv(_write, index=False)
     found = {f.key: f for f in findings.compute(results)}
     assert found["obd-vs-magnitude"].held is False
+    assert found["obd-vs-magnitude"].headline.startswith(
+        "OBD did not prune 5% more than magnitude on every seed of this run: "
+    )
     held, checked = findings.tally(list(found.values()))
     assert checked == 7 and held == 6
 
@@ -117,6 +125,11 @@ def test_analysis_findings_from_their_csvs(results):
     assert "1.30 without dropout, 0.90 with" in found["cross-terms"].text
     assert "0.996-0.997" in found["curvature"].text and "100 probes" in found["curvature"].text
     assert "90.6 ± 0.0%" in found["retrain"].text
+    assert found["retrain"].headline == (
+        "With retraining between rounds, OBD still leads: at 96.9% of the weights pruned, "
+        "iterative OBD with retraining keeps 90.6 ± 0.0% test accuracy, iterative magnitude "
+        "84.7 ± 0.0%, one-shot OBD without retraining 8.9 ± 0.0%."
+    )
     doc = json.loads((results / "findings.json").read_text())
     assert doc["tally"] == {"held": 11, "checked": 11}
     assert (results / "findings.md").read_text().startswith("11 of 11 checked findings held")
@@ -143,6 +156,10 @@ def test_global_obs_and_blog_replay_findings(tmp_path):
     pd.DataFrame(rows).to_csv(root / "blog_replay.csv", index=False)
     found = {f.key: f for f in findings.compute(root)}
     assert found["global-obs"].held is True, found["global-obs"].text
+    assert (
+        "strongest one-shot method: 97.0 ± 0.0% test accuracy at 90%"
+        in found["global-obs"].headline
+    )
     assert found["blog-replay"].held is True, found["blog-replay"].text
     assert "4 of 4 logged levels" in found["blog-replay"].text
     assert "3 of 3 levels from 1% to 30% in every one of its 20" in found["blog-replay"].text
@@ -153,6 +170,7 @@ def test_global_obs_and_blog_replay_findings(tmp_path):
     )
     again = {f.key: f for f in findings.compute(tmp_path / "again")}
     assert again["global-obs"].held is False
+    assert "was not the strongest one-shot method on every seed" in again["global-obs"].headline
     assert again["blog-replay"].held is False
 
 

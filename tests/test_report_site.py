@@ -68,7 +68,7 @@ def test_front_page_tells_the_story(site):
     root, index = site
     page = index.read_text()
     for heading in (
-        "The question",
+        "The study",
         "Findings",
         "Figures",
         "Summary table",

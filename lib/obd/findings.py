@@ -43,6 +43,16 @@ class Finding:
     check: str  # the test and its tolerance
     held: bool | None  # None: the results it needs are missing
     source: str  # the notebook that produced the numbers
+    headline: str = ""  # one sentence for the front page (HEADLINES), numbers filled in
+
+
+#: The findings that answer the study's question, in the order the front page gives them: OBD
+#: against magnitude (the blog's question), global OBS (the strongest one-shot method) and
+#: retraining (what pruning with retraining allows).
+HEADLINES = ("obd-vs-magnitude", "global-obs", "retrain")
+
+#: What a check function returns: (text, check, held) or (text, check, held, headline)
+Outcome = tuple[str, str, bool] | tuple[str, str, bool, str]
 
 
 class _Missing(Exception):
@@ -166,11 +176,15 @@ def _obd_vs_magnitude(r: _Results) -> tuple[str, str, bool]:
         f"{_pm(obd)} of the weights pruned at a 1-point loss over all layers, against {_pm(mag)} "
         f"for |w| (smallest per-seed margin {_pct(diff.min())})."
     )
-    return (
-        text,
-        f"OBD > magnitude by >= {_pct(margin, 0)} on every seed",
-        bool((diff >= margin).all()),
+    held = bool((diff >= margin).all())
+    lead = ("Once the blog's code is corrected, OBD prunes more than magnitude on every seed"
+            if held else f"OBD did not prune {_pct(margin, 0)} more than magnitude on every seed "
+            "of this run")  # fmt: skip
+    headline = (
+        f"{lead}: {_pm(obd)} of the weights at a 1-point accuracy loss, against {_pm(mag)} for "
+        "|w| (one-shot, no retraining)."
     )
+    return text, f"OBD > magnitude by >= {_pct(margin, 0)} on every seed", held, headline
 
 
 def _global_vs_layerwise(r: _Results) -> tuple[str, str, bool]:
@@ -287,19 +301,25 @@ def _retrain(r: _Results) -> tuple[str, str, bool]:
     obd, mag = at["iterative_obd"], at["iterative_magnitude"]
     one = t[(t.method == "oneshot_obd") & np.isclose(t.fraction, last)].accuracy
     seeds = obd.index.nunique()
+    levels = (
+        f"iterative OBD with retraining keeps {_pm(obd)} test accuracy, iterative magnitude "
+        f"{_pm(mag)}" + (f", one-shot OBD without retraining {_pm(one)}" if not one.empty else "")
+    )
     text = (
-        f"Retraining changes the picture: at {_pct(last)} of the weights pruned, iterative OBD with "
-        f"retraining keeps {_pm(obd)} test accuracy, iterative magnitude {_pm(mag)}"
-        + (f", one-shot OBD without retraining {_pm(one)}" if not one.empty else "")
-        + f" ({seeds} seed{'s' if seeds > 1 else ''})."
+        f"Retraining changes the picture: at {_pct(last)} of the weights pruned, {levels}"
+        f" ({seeds} seed{'s' if seeds > 1 else ''})."
     )
     held = bool(obd.mean() > mag.mean() and (one.empty or obd.mean() > one.mean()))
-    return text, "at the last level, iterative OBD > iterative magnitude > one-shot (means)", held
+    lead = ("With retraining between rounds, OBD still leads" if held
+            else "With retraining between rounds, OBD did not lead on this run")  # fmt: skip
+    headline = f"{lead}: at {_pct(last)} of the weights pruned, {levels}."
+    check = "at the last level, iterative OBD > iterative magnitude > one-shot (means)"
+    return text, check, held, headline
 
 
 def _global_obs(r: _Results) -> tuple[str, str, bool]:
     """Global OBS against the other one-shot methods at 90% and 95% pruned, every seed."""
-    held, parts, margins = True, [], []
+    held, parts, margins, first = True, [], [], None
     for model in ("plain", "dropout"):
         at = {}
         for level in (0.9, 0.95):
@@ -315,6 +335,7 @@ def _global_obs(r: _Results) -> tuple[str, str, bool]:
             at[level] = (obs, r.accuracy_at(f"obs_mask-global-{model}", level), best)
         name = "without dropout" if model == "plain" else "with dropout"
         (o9, m9, b9), (o95, m95, b95) = at[0.9], at[0.95]
+        first = first or (name, o9, b9)
         parts.append(
             f"{name}, {_pm(o9)} at 90% and {_pm(o95)} at 95% pruned (the best other method per "
             f"seed: {_pm(b9)} and {_pm(b95)}; the same ranking without the update: {_pm(m9)} "
@@ -327,7 +348,17 @@ def _global_obs(r: _Results) -> tuple[str, str, bool]:
         + f". Smallest per-seed margin over global OBD, global magnitude and layer-wise OBS: "
         f"{100 * min(margins):.1f} points."
     )
-    return text, "at 90% and 95%, global OBS > each of the three on every seed of both", held
+    lead = ("Global Optimal Brain Surgeon, which also updates the remaining weights, is the "
+            "strongest one-shot method" if held
+            else "Global Optimal Brain Surgeon was not the strongest one-shot method on every seed "
+            "of this run")  # fmt: skip
+    name, o9, b9 = first
+    headline = (
+        f"{lead}: {_pm(o9)} test accuracy at 90% of the weights pruned, against {_pm(b9)} for the "
+        f"best of global OBD, magnitude and layer-wise OBS (the network {name})."
+    )
+    check = "at 90% and 95%, global OBS > each of the three on every seed of both"
+    return text, check, held, headline
 
 
 def _blog_replay(r: _Results) -> tuple[str, str, bool]:
@@ -454,7 +485,7 @@ def _convnet_layers(r: _Results) -> tuple[str, str, bool]:
 
 
 #: key, title, notebook, function
-CHECKS: list[tuple[str, str, str, Callable[[_Results], tuple[str, str, bool]]]] = [
+CHECKS: list[tuple[str, str, str, Callable[[_Results], Outcome]]] = [
     ("models", "The trained networks", "train", _models),
     ("signed-magnitude", "The blog's magnitude bug", "compare", _signed_magnitude),
     ("obd-vs-magnitude", "OBD against magnitude", "compare", _obd_vs_magnitude),
@@ -481,12 +512,19 @@ def compute(results: str | Path) -> list[Finding]:
     out = []
     for key, title, source, fn in CHECKS:
         try:
-            text, check, held = fn(r)
+            text, check, held, *headline = fn(r)
         except (_Missing, KeyError) as err:
             missing = err.args[0] if err.args else key
             text, check, held = f"Not checked: {missing} is missing from this run.", "", None
-        out.append(Finding(key, title, text, check, held, source))
+            headline = []
+        out.append(Finding(key, title, text, check, held, source, "".join(headline)))
     return out
+
+
+def headlines(findings: list[Finding]) -> list[Finding]:
+    """The findings named in :data:`HEADLINES`, in that order (those computed)."""
+    by_key = {f.key: f for f in findings}
+    return [by_key[k] for k in HEADLINES if k in by_key]
 
 
 def tally(findings: list[Finding]) -> tuple[int, int]:

@@ -8,6 +8,9 @@ string (``yes``, ``off``, ``1:30``: no YAML 1.1 booleans, octals or base-60 numb
 appear only when the whole notebook succeeded, the HTML last, so a build system can treat the HTML
 as the mark of a finished run. On failure the executed copy is kept as ``REPORT.failed.ipynb`` and
 the error is printed first, on one line, without the kernel's traceback (it is in the failed copy).
+Neither copy holds a machine path (paths in the repository are relative to it, see
+:mod:`obd.portable`), and the HTML is self-contained: styles inlined, figures embedded, nothing
+loaded from the network.
 
 Before a kernel starts, the parameters are checked against the notebook's ``parameters`` cell: an
 unknown name, or a value whose type does not match a numeric or boolean default (``steps=2.5``,
@@ -31,11 +34,15 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from obd.io import atomic_path, check_writable, file_mode, write_text
+from obd.portable import offline_html, portable_notebook
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 
 class _Loader(yaml.SafeLoader):
@@ -263,16 +270,17 @@ def check_parameters(
             for k, v in resolved.items()}  # fmt: skip
 
 
-def _relative_provenance(path: Path, notebook: Path, report: Path) -> None:
-    """Papermill records the input and output paths in the executed notebook's metadata; write
-    them as the caller gave them (relative), not as the temporary file's absolute path."""
+def _portable(path: Path, notebook: Path, report: Path) -> NotebookNode:
+    """The executed notebook at ``path`` without machine paths (:mod:`obd.portable`): paths in
+    the repository (the notebook folder's parent) relative to it, papermill's input and output
+    paths recorded as the notebook's and the report's, not the temporary file's. Written back."""
     import nbformat
 
     nb = nbformat.read(str(path), as_version=4)
-    meta = nb.metadata.get("papermill")
-    if meta is not None:
-        meta["input_path"], meta["output_path"] = str(notebook), str(report)
-        nbformat.write(nb, str(path))
+    root = notebook.resolve().parent.parent
+    portable_notebook(nb, root, provenance=(notebook, report))
+    nbformat.write(nb, str(path))
+    return nb
 
 
 def run_notebook(
@@ -288,7 +296,6 @@ def run_notebook(
     ``parameters`` go through :func:`check_parameters` first (unless ``checked``: the caller did).
     """
     import papermill as pm
-    from nbconvert import HTMLExporter
 
     notebook, report = Path(notebook), Path(report)
     if not notebook.is_file():
@@ -312,11 +319,13 @@ def run_notebook(
                 progress_bar=False,
             )
         except pm.PapermillExecutionError:
+            with contextlib.suppress(Exception):  # the cell's error matters more than this one
+                _portable(tmp, notebook, failed)
             os.chmod(tmp, file_mode())
             os.replace(tmp, failed)
             raise
-        _relative_provenance(tmp, notebook, ipynb)
-        body, _ = HTMLExporter().from_filename(str(tmp))
+        nb = _portable(tmp, notebook, ipynb)
+        body = offline_html(nb, report.name)
     failed.unlink(missing_ok=True)
     write_text(html, body)
     return html
