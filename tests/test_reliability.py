@@ -16,14 +16,20 @@ import jax
 import jax.numpy as jnp
 import nbformat
 import numpy as np
+import optax
 import pandas as pd
 import pytest
+from flax import nnx
 
+from obd import convnets, io, nets, obs, prune, runner
 from obd import curvature as cv
-from obd import io, runner
 from obd.checks import check_examples
-from obd.model import init_mlp, load_params, save_params
+from obd.hessian import hessian_diag
+from obd.model import accuracy, init_mlp, load_params, module_from_params, save_params
+from obd.obs_nets import obs_sweep_model
+from obd.prune import prune_counts
 from obd.retrain import iterative_prune, retrain_masked
+from obd.saliency import saliency
 from obd.study import load_sweeps
 from obd.taylor import loss_change_curve
 from obd.train import TrainConfig, train
@@ -667,3 +673,319 @@ def test_killed_run_resumes_and_a_concurrent_run_waits(tmp_path):
     assert "▶" not in again.stdout, again.stdout[-2000:]
     manifest = dirs["reports"] / "train-plain-seed0.outputs.json"
     assert json.loads(manifest.read_text())["outputs"]
+
+
+# --- round 3: layer-wise OBS inputs ----------------------------------------------------------
+
+
+def test_layerwise_obs_checks_its_inputs(toy_data, net):
+    x, y, xt, yt = toy_data
+    nan = x.copy()
+    nan[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"x_calib has 1 non-finite value\(s\).*at index 3"):
+        obs.obs_sweep(net, nan, [0.5], xt, yt)
+    with pytest.raises(ValueError, match=r"x_calib has 1 non-finite value\(s\)"):
+        obs.obs_prune(net, nan, 0.5)
+    with pytest.raises(ValueError, match=r"x_test has 1 non-finite value\(s\)"):
+        obs.obs_sweep(net, x, [0.5], nan, y)
+    for label in (-1, 3):
+        bad = yt.copy()
+        bad[5] = label
+        with pytest.raises(ValueError, match=r"y_test holds labels in .*3 classes.*index 5"):
+            obs.obs_sweep(net, x, [0.5], xt, bad)
+        with pytest.raises(ValueError, match=r"y_test holds labels"):
+            obs_sweep_model(net, x, [0.5], xt, bad)
+    with pytest.raises(ValueError, match="the layer's inputs hold NaN or inf"):
+        obs.obs_layer_trace(np.ones((20, 3), np.float32), np.full((5, 20), 1e30, np.float32))
+
+
+# --- round 3: integer inputs -----------------------------------------------------------------
+
+
+def test_integer_inputs_are_refused_everywhere(toy_data, net):
+    x, y, xt, yt = toy_data
+    pixels = (x * 255).astype(np.uint8)
+    msg = r"must be floating point \(e\.g\. float32\), got uint8.*astype\(np\.float32\)"
+    with pytest.raises(ValueError, match="x_calib " + msg):
+        obs.obs_sweep(net, pixels, [0.5], xt, yt)
+    with pytest.raises(ValueError, match="x " + msg):
+        obs.layer_hessian(pixels)
+    with pytest.raises(ValueError, match="x_test " + msg):
+        obs.obs_sweep(net, x, [0.5], pixels, y)
+    with pytest.raises(ValueError, match="x " + msg):
+        hessian_diag(net, pixels, y)
+    with pytest.raises(ValueError, match="x " + msg):
+        prune.sweep(net, net, [0.5], pixels, y)
+    with pytest.raises(ValueError, match="x_train " + msg):
+        train(TrainConfig(**SMALL), (pixels, y, xt, yt), progress=False)
+
+
+# --- round 3: global OBS on an MLP with another activation -----------------------------------
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "leaky_relu"])
+def test_global_obs_evaluates_an_mlp_with_its_own_activation(toy_data, net, activation):
+    x, y, xt, yt = toy_data
+    module = module_from_params(net, activation=activation)
+    logits = module(jnp.asarray(xt))  # the model's own forward pass: the reference
+    want_acc = float((logits.argmax(-1) == yt).mean())
+    want_loss = float(optax.softmax_cross_entropy_with_integer_labels(logits, yt).mean())
+    # a large damping: the exact blocks of an untrained tanh or sigmoid net are indefinite
+    table = obs.global_obs_sweep(module, x, y, [0.0, 0.5], xt, yt, damping=1e3)
+    assert table["accuracy"][0] == pytest.approx(want_acc, abs=1e-6)
+    assert table["loss"][0] == pytest.approx(want_loss, rel=1e-5)
+    pruned = obs.global_obs_prune(module, x, y, 0.5, damping=1e3)
+    pruned_module = module_from_params(pruned, activation=activation)
+    logits = pruned_module(jnp.asarray(xt))
+    assert table["loss"][1] == pytest.approx(
+        float(optax.softmax_cross_entropy_with_integer_labels(logits, yt).mean()), rel=1e-5
+    )
+    # the curvature is that of the model's activation too: as for the plain pytree
+    blocks = obs.unit_blocks(module, x, y)
+    plain = obs.unit_blocks(net, x, y, activation=activation)
+    for a, b in zip(blocks, plain, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=f"activation='relu' conflicts with the model's own "
+                                         f"activation '{activation}'"):  # fmt: skip
+        obs.global_obs_sweep(module, x, y, [0.5], xt, yt, activation="relu")
+
+
+# --- round 3: pruning a model that already has zeros -----------------------------------------
+
+
+def _sparse(params, share=0.4, seed=0):
+    """``params`` with ``share`` of every kernel's weights set to exactly zero (random places)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for layer in params:
+        k = np.array(layer["kernel"])
+        k.ravel()[rng.permutation(k.size)[: round(share * k.size)]] = 0
+        out.append({"kernel": jnp.asarray(k), "bias": layer["bias"]})
+    return out
+
+
+def _kernel_zeros(params) -> int:
+    return sum(int((np.asarray(layer["kernel"]) == 0).sum()) for layer in params)
+
+
+def test_sweeps_count_the_zeros_a_model_already_has(toy_data, net):
+    x, y, xt, yt = toy_data
+    sparse = _sparse(net)
+    n = sum(np.size(layer["kernel"]) for layer in net)
+    z = _kernel_zeros(sparse)
+    fractions = [0.0, 0.2, 0.6]
+    # magnitude: zeros rank first by score already; the reference is the pruned model itself
+    scores = saliency("magnitude", sparse)
+    table = prune.sweep(sparse, scores, fractions, xt, yt)
+    for f, row in zip(fractions, table.itertuples(), strict=True):
+        pruned = prune.apply_masks(sparse, prune.masks(scores, f))
+        assert row.n_pruned == _kernel_zeros(pruned) == max(prune_counts(f, n), z)
+        assert row.pruned_fraction == row.n_pruned / n
+        assert row.accuracy == pytest.approx(float(accuracy(pruned, xt, yt)), abs=1e-6)
+    # scores that do not rank the zeros first: they count as pruned all the same
+    rng = np.random.default_rng(1)
+    scores = jax.tree.map(lambda a: jnp.asarray(rng.uniform(size=a.shape)), sparse)
+    for scope in ("global", "layerwise"):
+        table = prune.sweep(sparse, scores, fractions, xt, yt, scope=scope)
+        for f, row in zip(fractions, table.itertuples(), strict=True):
+            m = prune.masks(scores, f, scope=scope, params=sparse)
+            pruned = prune.apply_masks(sparse, m)
+            assert row.n_pruned == _kernel_zeros(pruned)
+            assert row.n_pruned == sum(int((~np.asarray(k["kernel"])).sum()) for k in m)
+            assert row.accuracy == pytest.approx(float(accuracy(pruned, xt, yt)), abs=1e-6)
+        assert list(table.n_pruned) == [z, z, prune_counts(0.6, n)] or scope == "layerwise"
+    # layer-wise and global OBS: the count of zeros in the kernels they return
+    table = obs.obs_sweep(sparse, x, fractions, xt, yt)
+    for f, row in zip(fractions, table.itertuples(), strict=True):
+        assert row.n_pruned == _kernel_zeros(obs.obs_prune(sparse, x, f))
+    assert table.n_pruned[0] == z and table.n_pruned[1] == z
+    net_table = obs_sweep_model(sparse, x, fractions, xt, yt)
+    pd.testing.assert_series_equal(net_table.n_pruned, table.n_pruned)
+    table = obs.global_obs_sweep(sparse, x, y, fractions, xt, yt)
+    for f, row in zip(fractions, table.itertuples(), strict=True):
+        assert row.n_pruned == _kernel_zeros(obs.global_obs_prune(sparse, x, y, f))
+    assert list(table.n_pruned) == [z, z, prune_counts(0.6, n)]
+
+
+def test_iterative_pruning_keeps_existing_zeros_pruned(toy_data, net):
+    x, y, xt, yt = toy_data
+    sparse = _sparse(net)
+    n = sum(np.size(layer["kernel"]) for layer in net)
+    z = _kernel_zeros(sparse)
+    df, out = iterative_prune(sparse, x, y, xt, yt, saliency="magnitude", schedule=[0.2, 0.6],
+                              retrain_steps=20, return_params=True)  # fmt: skip
+    assert list(df.n_pruned) == [z, z, prune_counts(0.6, n)]
+    np.testing.assert_array_equal(df.pruned_fraction, df.n_pruned / n)
+    assert _kernel_zeros(out) == df.n_pruned.iloc[-1]
+    for before, after in zip(sparse, out, strict=True):  # retraining revived none of them
+        assert not np.asarray(after["kernel"])[np.asarray(before["kernel"]) == 0].any()
+
+
+# --- round 3: masks ----------------------------------------------------------------------------
+
+
+def test_masks_must_be_boolean_or_zero_one(toy_data, net):
+    x, y, _, _ = toy_data
+    scores = saliency("magnitude", net)
+    with pytest.raises(ValueError, match=r"masks of layer 0 \(kernel\) hold .* other than 0 and 1"):
+        prune.apply_masks(net, scores)
+    with pytest.raises(ValueError, match=r"masks of layer 0 \(kernel\) hold"):
+        retrain_masked(net, scores, x, y, steps=2)
+    m = prune.masks(scores, 0.5)
+    half = jax.tree.map(lambda a: jnp.where(a, 1.0, 0.5), m)
+    pruned = int((~np.asarray(m[0]["kernel"])).sum())  # each pruned entry became 0.5
+    with pytest.raises(ValueError, match=rf"masks of layer 0 \(kernel\) hold {pruned} value"):
+        prune.apply_masks(net, half)
+    nan_bias = [dict(layer) for layer in m]
+    nan_bias[1]["bias"] = jnp.full(3, jnp.nan)
+    with pytest.raises(ValueError, match=r"masks of layer 1 \(bias\) hold 3 value"):
+        prune.apply_masks(net, nan_bias)
+    # exactly 0/1 numbers are masks: the same result as the booleans
+    ones = jax.tree.map(lambda a: a.astype(np.float32), m)
+    for a, b in zip(jax.tree.leaves(prune.apply_masks(net, ones)),
+                    jax.tree.leaves(prune.apply_masks(net, m)), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(a, b)
+    model = nets.mlp(SIZES, rngs=nnx.Rngs(0))
+    state = saliency("magnitude", model)
+    with pytest.raises(ValueError, match=r"masks of layer 1 \(kernel\) hold"):
+        prune.apply_masks(model, _only_layer_scores(state, 1))
+
+
+def _only_layer_scores(state, layer):
+    """Boolean masks (all kept) with the kernel of parametric layer ``layer`` replaced by scores."""
+    leaves, treedef = jax.tree.flatten(state)
+    kernels = [i for i, a in enumerate(leaves) if np.ndim(a) == 2]
+    out = [jnp.ones(np.shape(a), bool) for a in leaves]
+    out[kernels[layer]] = leaves[kernels[layer]]
+    return jax.tree.unflatten(treedef, out)
+
+
+# --- round 3: checkpoints with non-finite weights, odd metadata ------------------------------
+
+
+def test_checkpoints_with_non_finite_weights_are_refused(tmp_path, net):
+    bad = [dict(layer) for layer in net]
+    bad[1]["kernel"] = bad[1]["kernel"].at[2, 1].set(jnp.nan)
+    save_params(tmp_path / "m.npz", bad, {"seed": 0})
+    with pytest.raises(ValueError, match=r"m\.npz.*tensor layer1/kernel holds 1 non-finite"):
+        load_params(tmp_path / "m.npz")
+    model = convnets.build("lenet_300_100")
+    model.layers[2].bias[...] = model.layers[2].bias[...].at[4].set(jnp.inf)
+    convnets.save_net(tmp_path / "c.npz", model, {"arch": "lenet_300_100"})
+    with pytest.raises(ValueError, match=r"c\.npz.*tensor layer1/bias holds 1 non-finite"):
+        convnets.load_net(tmp_path / "c.npz")
+
+
+def test_convnet_checkpoint_whose_meta_is_not_an_object(tmp_path):
+    convnets.save_net(tmp_path / "c.npz", convnets.build("lenet_300_100"), {"arch": "lenet5"})
+    with np.load(tmp_path / "c.npz") as f:
+        arrays = dict(f)
+    for meta in ('["lenet_300_100"]', '{"seed": 0}'):
+        arrays["__meta__"] = np.array(meta)
+        np.savez(tmp_path / "odd.npz", **arrays)
+        with pytest.raises(ValueError, match=r"odd\.npz.*must be a JSON object naming the 'arch'"):
+            convnets.load_net(tmp_path / "odd.npz")
+
+
+# --- round 3: NNX items the library would compute otherwise ----------------------------------
+
+
+class _Doubled(nnx.Linear):
+    def __call__(self, x):
+        return 2 * super().__call__(x)
+
+
+class _Named(nnx.Linear):  # a subclass that keeps nnx.Linear's computation
+    pass
+
+
+class _ShiftedConv(nnx.Conv):
+    def __call__(self, x):
+        return super().__call__(x) + 1.0
+
+
+def test_subclassed_layers_with_their_own_call_are_refused(toy_data):
+    x, y, _, _ = toy_data
+    rngs = nnx.Rngs(0)
+    model = nnx.Sequential(_Doubled(20, 8, rngs=rngs), jax.nn.relu, nnx.Linear(8, 3, rngs=rngs))
+    msg = r"item 0 of the nnx.Sequential \(_Doubled\) subclasses nnx.Linear with its own __call__"
+    with pytest.raises(ValueError, match=msg):
+        hessian_diag(model, x, y)
+    with pytest.raises(ValueError, match=msg):
+        prune.sweep(model, saliency("magnitude", nets.mlp(SIZES, rngs=rngs)), [0.5], x, y)
+    conv = nnx.Sequential(_ShiftedConv(1, 2, kernel_size=(3, 3), rngs=rngs), nets.flatten,
+                          nnx.Linear(2 * 4 * 5, 3, rngs=rngs))  # fmt: skip
+    with pytest.raises(ValueError, match=r"item 0 .*\(_ShiftedConv\) subclasses nnx.Conv"):
+        hessian_diag(conv, x.reshape(-1, 4, 5, 1), y)
+    custom = nnx.Linear(8, 3, dot_general=lambda *a, **k: jax.lax.dot_general(*a, **k), rngs=rngs)
+    with pytest.raises(ValueError, match="item 2 .* has a custom dot_general"):
+        hessian_diag(nnx.Sequential(nnx.Linear(20, 8, rngs=rngs), jax.nn.relu, custom), x, y)
+    # a subclass that keeps the computation is the plain layer
+    a = nnx.Sequential(_Named(20, 8, rngs=nnx.Rngs(1)), jax.nn.relu, _Named(8, 3, rngs=nnx.Rngs(2)))
+    b = nnx.Sequential(nnx.Linear(20, 8, rngs=nnx.Rngs(1)), jax.nn.relu,
+                       nnx.Linear(8, 3, rngs=nnx.Rngs(2)))  # fmt: skip
+    for u, v in zip(jax.tree.leaves(hessian_diag(a, x, y)), jax.tree.leaves(hessian_diag(b, x, y)),
+                    strict=True):  # fmt: skip
+        np.testing.assert_array_equal(u, v)
+
+
+def test_shared_layers_are_named_as_such(toy_data):
+    x, y, _, _ = toy_data
+    rngs = nnx.Rngs(0)
+    hidden = nnx.Linear(8, 8, rngs=rngs)
+    model = nnx.Sequential(nnx.Linear(20, 8, rngs=rngs), jax.nn.relu, hidden, jax.nn.relu, hidden,
+                           jax.nn.relu, nnx.Linear(8, 3, rngs=rngs))  # fmt: skip
+    with pytest.raises(ValueError, match=r"item 4 .* is the same Linear object as item 2: shared "
+                                         r"\(tied\) layers are not supported"):  # fmt: skip
+        hessian_diag(model, x, y)
+
+
+# --- round 3: low-precision training ---------------------------------------------------------
+
+
+def test_float16_training_is_refused_naming_the_cause(toy_data, net):
+    x, y, xt, yt = toy_data
+    half = jax.tree.map(lambda a: a.astype(jnp.float16), net)
+    msg = r"parameter \[0\]\['bias'\] is float16: training needs float32 or float64.*epsilon"
+    with pytest.raises(ValueError, match=msg):
+        retrain_masked(half, _ones_masks(net), x, y, steps=5)
+    with pytest.raises(ValueError, match=msg):
+        iterative_prune(half, x, y, xt, yt, saliency="magnitude", schedule=[0.5], retrain_steps=5)
+    for dtype in (jnp.float16, jnp.bfloat16):
+        name = jnp.dtype(dtype).name
+        with pytest.raises(ValueError, match=f"x is {name}: training runs in float32 or float64"):
+            retrain_masked(net, _ones_masks(net), jnp.asarray(x, dtype), y, steps=5)
+        with pytest.raises(ValueError, match=f"x_train is {name}"):
+            train(TrainConfig(**SMALL), (jnp.asarray(x, dtype), y, xt, yt), progress=False)
+    xm, ym = _mnist_like(64)
+    with pytest.raises(ValueError, match="x_train is float16"):
+        convnets.train_net("lenet_300_100", xm.astype(np.float16), ym, xm, ym, steps=2,
+                           progress=False)  # fmt: skip
+
+
+# --- round 3: pixels 0-255 where the range is known ------------------------------------------
+
+
+def _mnist_like(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(size=(n, 784)).astype(np.float32), rng.integers(0, 10, n).astype(np.int32)
+
+
+def test_mnist_entry_points_refuse_pixels_in_0_255(toy_data, net):
+    x, y = _mnist_like(64)
+    raw = np.round(x * 255).astype(np.float32)
+    msg = r"x_train has values in \[0, 255\]; expected MNIST pixels in \[0, 1\] \(divide by 255\)"
+    with pytest.raises(ValueError, match=msg):
+        convnets.train_net("lenet_300_100", raw, y, x, y, steps=2, progress=False)
+    with pytest.raises(ValueError, match=msg.replace("x_train", "x")):
+        convnets.inputs("lenet5", raw)
+    negative = x.copy()
+    negative[3, 7] = -0.5
+    with pytest.raises(
+        ValueError, match=r"x has values in \[-0\.5, [0-9.]+\]; expected MNIST pixels"
+    ):
+        convnets.inputs("lenet_300_100", negative)
+    # general-purpose functions take other ranges (no pixel range is assumed there)
+    xt, yt = toy_data[2:]
+    table = prune.sweep(net, saliency("magnitude", net), [0.0], xt * 255, yt)
+    assert np.isfinite(table["loss"]).all()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from obd.checks import check_finite_tensors
 from obd.model import Params, layer_sizes
 
 #: Environment variable that points at the folder holding the blog's files.
@@ -245,8 +246,8 @@ def params_from_tensors(tensors: dict[str, np.ndarray], sizes: tuple[int, ...] =
 def load_blog_checkpoint(path: str | os.PathLike, sizes: tuple[int, ...] = SIZES) -> Params:
     """Load a blog checkpoint (TensorFlow V1 file, or a run folder) into params (NumPy float32).
 
-    Reads with ``tf.train.load_checkpoint``. ``ValueError`` if ``path`` is not a readable checkpoint
-    or holds neither layout.
+    Reads with ``tf.train.load_checkpoint``. ``ValueError`` if ``path`` is not a readable
+    checkpoint, holds neither layout, or holds a NaN or infinite weight (the error names it).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
@@ -263,7 +264,12 @@ def load_blog_checkpoint(path: str | os.PathLike, sizes: tuple[int, ...] = SIZES
         ) from None
     names = reader.get_variable_to_shape_map()
     tensors = {n: reader.get_tensor(n) for n in names if n.startswith("inference/")}
-    return params_from_tensors(tensors, sizes)
+    params = params_from_tensors(tensors, sizes)
+    check_finite_tensors(
+        {f"layer{i}/{k}": v for i, layer in enumerate(params) for k, v in layer.items()},
+        repr(str(path)),
+    )
+    return params
 
 
 def load_run(run: str, root: str | os.PathLike | None = None) -> Params:

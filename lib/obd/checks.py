@@ -42,11 +42,14 @@ def check_examples(
     num_classes: int | None = None,
     name: str = "x",
     label_name: str = "y",
+    pixels: bool = False,
 ) -> None:
     """``ValueError`` unless ``x`` holds >= 1 finite examples and ``y`` valid integer labels.
 
-    * ``x``: a numeric array with a leading example axis of length ``N >= 1`` and no NaN or
-      infinite value (the error counts them and names the first examples that hold one).
+    * ``x``: a floating-point array (:func:`check_float`) with a leading example axis of length
+      ``N >= 1`` and no NaN or infinite value (the error counts them and names the first examples
+      that hold one); with ``pixels``, every value in ``[0, 1]`` (:func:`check_pixels`: for the
+      entry points that take MNIST images, whose range is known).
     * ``y`` (optional): integer labels of shape ``[N]`` in ``[0, num_classes)`` when
       ``num_classes`` is given (the error names the range found and the range expected).
     """
@@ -56,10 +59,8 @@ def check_examples(
             f"{name} must hold at least one example (a leading axis N >= 1), got shape "
             f"{tuple(xa.shape)}"
         )
-    dtype = np.dtype(xa.dtype)
-    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
-        raise ValueError(f"{name} must be a numeric array, got dtype {dtype}")
-    if np.issubdtype(dtype, np.floating) and not _is_traced(xa):
+    check_float(xa, name)
+    if not _is_traced(xa):
         if isinstance(xa, jax.Array):
             finite = bool(jnp.isfinite(xa).all())  # one reduction on the device
         else:
@@ -72,9 +73,87 @@ def check_examples(
                 f"{int(rows.sum())} example(s), at index {_first_indices(rows)}; every input "
                 "must be finite"
             )
+        if pixels:
+            check_pixels(xa, name)
     if y is None:
         return
     check_labels(y, num_classes=num_classes, n=int(xa.shape[0]), name=label_name)
+
+
+def check_float(x: Any, name: str = "x") -> None:
+    """``ValueError`` unless ``x`` is floating point.
+
+    Integer inputs (``uint8`` pixels) are refused rather than converted: their products overflow
+    silently (``X^T X`` in ``uint8``), and their scale (0-255) is rarely the one a model expects.
+    """
+    dtype = np.dtype(_as_array(x, name).dtype)
+    if jnp.issubdtype(dtype, jnp.floating):  # bfloat16 included
+        return
+    if jnp.issubdtype(dtype, jnp.integer):
+        raise ValueError(
+            f"{name} must be floating point (e.g. float32), got {dtype}: integer inputs are not "
+            f"converted; pass {name}.astype(np.float32) (and scale image pixels to [0, 1])"
+        )
+    raise ValueError(f"{name} must be a floating-point array, got dtype {dtype}")
+
+
+def check_pixels(x: Any, name: str = "x") -> None:
+    """``ValueError`` unless every value of ``x`` is in ``[0, 1]`` (MNIST pixels as
+    ``obd.data.load_mnist`` gives them); skipped inside a trace."""
+    xa = _as_array(x, name)
+    if _is_traced(xa) or xa.size == 0:
+        return
+    if isinstance(xa, jax.Array):
+        lo, hi = (float(v) for v in jax.device_get((xa.min(), xa.max())))
+    else:
+        lo, hi = float(xa.min()), float(xa.max())
+    if lo < 0 or hi > 1:
+        hint = " (divide by 255)" if hi > 1 else ""
+        raise ValueError(
+            f"{name} has values in [{lo:g}, {hi:g}]; expected MNIST pixels in [0, 1]{hint}"
+        )
+
+
+#: Floating dtypes too narrow to train in: Adam's epsilon (1e-8) underflows to 0 in float16, and
+#: bfloat16 keeps 8 bits of mantissa; training runs in float32 or float64.
+_NARROW_FLOATS = ("float16", "bfloat16")
+
+
+def check_trainable(params: Any, x: Any, *, name: str = "x") -> None:
+    """``ValueError`` if the parameters or the inputs of a training run are float16/bfloat16.
+
+    Adam's default epsilon (``1e-8``) is 0 in float16, so a step divides by ``sqrt(nu) + 0`` and
+    soon overflows: the loss becomes NaN, which would otherwise read as "lower the learning rate".
+    """
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        dtype = np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype))
+        if dtype.name in _NARROW_FLOATS:
+            raise ValueError(
+                f"parameter {jax.tree_util.keystr(path)} is {dtype.name}: training needs float32 "
+                f"or float64 parameters (in {dtype.name}, Adam's epsilon 1e-8 underflows and the "
+                "updates overflow); convert them, e.g. jax.tree.map(lambda a: "
+                "a.astype(jnp.float32), params)"
+            )
+    dtype = np.dtype(_as_array(x, name).dtype)
+    if dtype.name in _NARROW_FLOATS:
+        raise ValueError(
+            f"{name} is {dtype.name}: training runs in float32 or float64; pass "
+            f"{name}.astype(np.float32)"
+        )
+
+
+def check_finite_tensors(tensors: dict[str, Any], source: str) -> None:
+    """``ValueError`` naming the first tensor of ``tensors`` (name -> array) that holds a NaN or
+    an infinite value; ``source`` names where they come from (a checkpoint's path)."""
+    for key, a in tensors.items():
+        a = np.asarray(a)
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            bad = int((~np.isfinite(a)).sum())
+            raise ValueError(
+                f"{source}: tensor {key} holds {bad} non-finite value(s) (NaN or inf) out of "
+                f"{a.size}; a usable checkpoint has finite weights (was it written by a training "
+                "that diverged?)"
+            )
 
 
 def check_labels(

@@ -31,7 +31,14 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from obd import nets
-from obd.checks import check_converging, check_examples
+from obd.checks import (
+    check_converging,
+    check_examples,
+    check_finite_tensors,
+    check_float,
+    check_pixels,
+    check_trainable,
+)
 from obd.model import _META_KEY, write_checkpoint
 from obd.network import Network, as_network, input_check, with_params
 from obd.params import check_number
@@ -65,9 +72,16 @@ def build(arch: str, seed: int = 0) -> nnx.Sequential:
     return ARCHS[check_arch(arch)](nnx.Rngs(int(seed)))
 
 
-def inputs(arch: str, x: Any) -> np.ndarray:
-    """MNIST rows ``[N, 784]`` in the shape ``arch`` takes (NHWC images for LeNet-5)."""
+def inputs(arch: str, x: Any, *, name: str = "x") -> np.ndarray:
+    """MNIST rows ``[N, 784]`` in the shape ``arch`` takes (NHWC images for LeNet-5).
+
+    ``ValueError`` unless ``x`` is floating point with pixels in ``[0, 1]`` (as
+    ``obd.data.load_mnist`` gives them; 0-255 pixels must be divided by 255 first); ``name``
+    names ``x`` in the error."""
     x = np.asarray(x)
+    check_arch(arch)
+    check_float(x, name)
+    check_pixels(x, name)
     return nets.as_images(x) if check_arch(arch) == "lenet5" else x.reshape(len(x), -1)
 
 
@@ -129,7 +143,8 @@ def train_net(
 ) -> tuple[nnx.Sequential, pd.DataFrame]:
     """Train ``arch`` from seed ``seed``; return the model and its history.
 
-    ``x_*`` are MNIST rows ``[N, 784]`` or the shape the network takes. The history has one row
+    ``x_*`` are MNIST rows ``[N, 784]`` or the shape the network takes, float32 or float64 with
+    pixels in ``[0, 1]`` (else ``ValueError``). The history has one row
     per chunk of ``chunk_steps`` steps: ``step``, ``epoch`` (steps x batch / N), ``train_loss``
     (mean over the chunk's batches), ``test_loss`` and ``test_accuracy``.
     """
@@ -140,11 +155,14 @@ def train_net(
     check_number("learning_rate", learning_rate, lo=0, lo_open=True)
     model = build(arch, seed)
     net, params, restore = as_network(model)
-    x_tr, x_te = inputs(arch, x_train), inputs(arch, x_test)
+    x_tr, x_te = inputs(arch, x_train, name="x_train"), inputs(arch, x_test, name="x_test")
     classes = int(np.shape(params[-1]["kernel"])[-1])
     for xs, ys, name in ((x_tr, y_train, "x_train"), (x_te, y_test, "x_test")):
         input_check(net, params, xs)
-        check_examples(xs, ys, num_classes=classes, name=name, label_name="y" + name[1:])
+        check_examples(
+            xs, ys, num_classes=classes, name=name, label_name="y" + name[1:], pixels=True
+        )
+        check_trainable(params, xs, name=name)
     x_tr, y_tr = jnp.asarray(x_tr), jnp.asarray(y_train)
     opt = optax.adam(optax.cosine_decay_schedule(float(learning_rate), steps))
     state = opt.init(params)
@@ -175,7 +193,8 @@ def save_net(path: str | os.PathLike, model: nnx.Module, meta: dict[str, Any]) -
 
 
 def load_net(path: str | os.PathLike) -> tuple[nnx.Sequential, dict[str, Any]]:
-    """The model and meta that :func:`save_net` wrote; ``ValueError`` for anything else."""
+    """The model and meta that :func:`save_net` wrote; ``ValueError`` for anything else, and for
+    a tensor holding a NaN or an infinite value (the error names the tensor)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint {str(path)!r} does not exist")
@@ -185,7 +204,13 @@ def load_net(path: str | os.PathLike) -> tuple[nnx.Sequential, dict[str, Any]]:
         meta = json.loads(str(files.pop(_META_KEY)))
     except Exception as err:
         raise ValueError(f"{str(path)!r} is not a checkpoint written by save_net") from err
-    model = build(check_arch(meta.get("arch")))
+    if not isinstance(meta, dict) or "arch" not in meta:
+        what = f"a JSON {type(meta).__name__}" if not isinstance(meta, dict) else "no 'arch'"
+        raise ValueError(
+            f"{str(path)!r} is not a checkpoint written by save_net: its {_META_KEY!r} entry "
+            f"must be a JSON object naming the 'arch', got {what}"
+        )
+    model = build(check_arch(meta["arch"]))
     _, params, restore = as_network(model)
     loaded = []
     for i, layer in enumerate(params):
@@ -198,4 +223,8 @@ def load_net(path: str | os.PathLike) -> tuple[nnx.Sequential, dict[str, Any]]:
                 )
             entry[k] = jnp.asarray(a)
         loaded.append(entry)
+    check_finite_tensors(
+        {f"layer{i}/{k}": v for i, layer in enumerate(loaded) for k, v in layer.items()},
+        repr(str(path)),
+    )
     return with_params(model, restore(loaded)), meta

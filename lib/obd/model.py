@@ -19,6 +19,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from obd.checks import check_finite_tensors
 from obd.io import atomic_path
 
 Params = list[dict[str, jax.Array]]
@@ -76,6 +77,16 @@ class MLP(nnx.Module):
         for layer in self.layers[:-1]:
             x = self.dropout(self.act(layer(x)))
         return self.layers[-1](x)
+
+
+def mlp_activation(module: MLP) -> str:
+    """The name (a key of :data:`ACTIVATIONS`) of the activation an :class:`MLP` applies."""
+    for name, fn in ACTIVATIONS.items():
+        if module.act is fn:
+            return name
+    raise ValueError(
+        f"the MLP's activation {module.act!r} is not one of {', '.join(sorted(ACTIVATIONS))}"
+    )
 
 
 def params_from_module(module: MLP) -> Params:
@@ -181,7 +192,8 @@ def write_checkpoint(path: str | os.PathLike, params: list[dict], meta: dict[str
 
 
 def load_params(path: str | os.PathLike) -> tuple[Params, dict[str, Any]]:
-    """Load what :func:`save_params` wrote; ``ValueError`` if ``path`` is not such a checkpoint."""
+    """Load what :func:`save_params` wrote; ``ValueError`` if ``path`` is not such a checkpoint
+    or if a tensor holds a NaN or an infinite value (the error names the tensor)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint {str(path)!r} does not exist")
@@ -204,6 +216,7 @@ def load_params(path: str | os.PathLike) -> tuple[Params, dict[str, Any]]:
     except KeyError as err:
         raise ValueError(f"{str(path)!r} is missing entry {err}") from None
     layer_sizes(params)
+    check_finite_tensors({k: v for k, v in files.items() if k != _META_KEY}, repr(str(path)))
     raw = files[_META_KEY]
     try:
         if raw.ndim != 0 or raw.dtype.kind not in "US":

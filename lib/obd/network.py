@@ -282,7 +282,17 @@ def _from_sequential(model: nnx.Sequential) -> tuple[Network, Params, Callable[[
     ops: list[Op] = []
     params: Params = []
     paths: list[tuple[int, tuple[str, ...]]] = []
+    seen: dict[int, int] = {}
     for i, item in enumerate(model.layers):
+        if isinstance(item, nnx.Module):
+            if id(item) in seen:
+                raise ValueError(
+                    f"item {i} of the nnx.Sequential is the same {type(item).__name__} object as "
+                    f"item {seen[id(item)]}: shared (tied) layers are not supported; give each "
+                    "position its own layer"
+                )
+            seen[id(item)] = i
+        _check_exact(i, item)
         if isinstance(item, nnx.Linear | nnx.Conv):
             slot = len(params)
             if isinstance(item, nnx.Linear):
@@ -325,6 +335,42 @@ def _from_sequential(model: nnx.Sequential) -> tuple[Network, Params, Callable[[
         return jax.tree_util.tree_map_with_path(leaf, template)
 
     return Network(tuple(ops)), params, restore
+
+
+#: Library classes computed from their parameters and settings, not by calling them: a subclass
+#: is accepted only if it keeps the class's ``__call__`` (else it would compute something else).
+_COMPUTED_AS = (nnx.Linear, nnx.Conv, Flatten)
+
+
+def _check_exact(i: int, item: Any) -> None:
+    """``ValueError`` if the library would compute ``item`` otherwise than ``item`` computes
+    itself: a subclass of a class of :data:`_COMPUTED_AS` that overrides its ``__call__``, a layer
+    with a custom ``dot_general`` / ``conv_general_dilated``, or one whose ``dtype`` (the
+    computation's) differs from its parameters'."""
+    for base in _COMPUTED_AS:
+        if isinstance(item, base) and type(item).__call__ is not base.__call__:
+            where = "nnx" if base is not Flatten else "obd.nets"
+            raise ValueError(
+                f"item {i} of the nnx.Sequential ({type(item).__name__}) subclasses "
+                f"{where}.{base.__name__} with its own __call__, which the library would not run "
+                f"(it computes {base.__name__} layers from their parameters); accepted: "
+                f"{where}.{base.__name__} itself or subclasses that keep its __call__. "
+                f"Accepted items: {ACCEPTED_ITEMS}"
+            )
+    for attr, default in (("dot_general", jax.lax.dot_general),
+                          ("conv_general_dilated", jax.lax.conv_general_dilated)):  # fmt: skip
+        if isinstance(item, nnx.Linear | nnx.Conv) and getattr(item, attr, default) is not default:
+            raise ValueError(
+                f"item {i} of the nnx.Sequential ({type(item).__name__}) has a custom {attr}, "
+                f"which the library would not run; accepted: the default jax.lax.{attr}"
+            )
+    dtype = getattr(item, "dtype", None) if isinstance(item, nnx.Linear | nnx.Conv) else None
+    if dtype is not None and jnp.dtype(dtype) != item.kernel[...].dtype:
+        raise ValueError(
+            f"item {i} of the nnx.Sequential ({type(item).__name__}) computes in "
+            f"dtype={jnp.dtype(dtype).name} but holds {item.kernel[...].dtype} parameters; the "
+            "library computes in the parameters' dtype: accepted dtype=None or the same dtype"
+        )
 
 
 def _describe(item: Any) -> str:

@@ -41,13 +41,14 @@ import optax
 import pandas as pd
 import scipy.linalg
 
-from obd.checks import check_examples
+from obd.checks import check_examples, check_float
 from obd.model import (
     MLP,
     PIECEWISE_LINEAR,
     Params,
     activation_fn,
     layer_sizes,
+    mlp_activation,
     params_from_module,
 )
 from obd.prune import prune_counts, sweep_table
@@ -78,10 +79,16 @@ class LayerTrace:
 def layer_hessian(x, damping: float = 0.01) -> np.ndarray:
     """``2 X^T X / n`` plus ``damping * mean(diag)`` on the diagonal (float64)."""
     damping = _check_damping(damping)
+    check_float(x)
     x = jnp.asarray(x)
     if x.ndim != 2 or x.shape[0] < 1:
         raise ValueError(f"x must be [n, in] with n >= 1 examples, got shape {x.shape}")
     h = 2.0 * np.asarray(x.T @ x, np.float64) / x.shape[0]
+    if not np.isfinite(h).all():  # [in, in]: a cheap check, after the product
+        raise ValueError(
+            "the layer's inputs hold NaN or inf values, or overflow in X^T X: check the inputs "
+            "and the weights (they must be finite)"
+        )
     mean_diag = float(np.mean(np.diag(h)))
     h[np.diag_indices_from(h)] += damping * mean_diag
     return h
@@ -192,11 +199,11 @@ def obs_traces(
     sizes = layer_sizes(params)
     activation_fn(activation)
     _check_damping(damping)
+    shape = np.shape(x_calib)
+    if len(shape) != 2 or shape[1] != sizes[0] or shape[0] < 1:
+        raise ValueError(f"x_calib must be [n, {sizes[0]}] with n >= 1 examples, got {shape}")
+    check_examples(x_calib, name="x_calib")
     x_calib = jnp.asarray(x_calib)
-    if x_calib.ndim != 2 or x_calib.shape[1] != sizes[0] or x_calib.shape[0] < 1:
-        raise ValueError(
-            f"x_calib must be [n, {sizes[0]}] with n >= 1 examples, got {x_calib.shape}"
-        )
     xs = layer_inputs(params, x_calib, activation=activation)
     return [
         obs_layer_trace(layer["kernel"], h, damping=damping)
@@ -327,25 +334,43 @@ def obs_sweep(
 
     One greedy pass per layer (:func:`obs_traces`) serves every level. The columns are those of
     :func:`obd.prune.sweep`: ``fraction``, ``pruned_fraction``, ``n_pruned``, ``accuracy``,
-    ``loss``.
+    ``loss``. ``n_pruned`` counts the kernel weights that are zero at each level: weights already
+    zero have zero saliency, so greedy OBS removes them first (at no cost, without update) and
+    they count toward the requested fraction; a layer holding more zeros than a level prunes
+    keeps them all (with allocation ``"unit"``, each unit's zeros count toward its own share).
     """
     sizes = layer_sizes(params)
     fractions = _fractions(fractions)
     if allocation not in ALLOCATIONS:
         raise ValueError(f"unknown allocation {allocation!r}; accepted: {', '.join(ALLOCATIONS)}")
+    activation_fn(activation)
+    xs, ys = np.shape(x_test), np.shape(y_test)
+    if len(xs) != 2 or xs[1] != sizes[0] or ys != xs[:1]:
+        raise ValueError(f"x_test must be [N, {sizes[0]}] and y_test [N]; got {xs}, {ys}")
+    check_examples(x_test, y_test, num_classes=sizes[-1], name="x_test", label_name="y_test")
     x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
-    if x_test.ndim != 2 or x_test.shape[1] != sizes[0] or y_test.shape != x_test.shape[:1]:
-        raise ValueError(
-            f"x_test must be [N, {sizes[0]}] and y_test [N]; got {x_test.shape}, {y_test.shape}"
-        )
     if traces is None:
         traces = obs_traces(params, x_calib, damping=damping, activation=activation)
     _check_traces(params, traces)
-    kernels, n_pruned = _kernels_at(traces, fractions, allocation)
+    kernels, removed = _kernels_at(traces, fractions, allocation)
     n = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    n_pruned = zero_counts([p["kernel"] for p in params], kernels, removed)
     return _kernels_table(
         params, kernels, fractions, n_pruned, n, x_test, y_test, activation, level_batch
     )
+
+
+def zero_counts(original: list, kernels: list[np.ndarray], removed: np.ndarray) -> np.ndarray:
+    """The ``n_pruned`` of a sweep: kernel weights equal to zero at each level, over all layers
+    (``kernels``, each ``[levels, ...]``), weights that were zero before pruning included.
+
+    When no ``original`` kernel holds a zero (a dense model), that count is ``removed`` (the
+    removals at each level: removed weights are exactly zero, the others keep nonzero values), and
+    the kernels are not scanned.
+    """
+    if not any(np.any(np.asarray(k) == 0) for k in original):
+        return removed
+    return sum(np.count_nonzero(np.reshape(k, (len(k), -1)) == 0, axis=1) for k in kernels)
 
 
 def _kernels_table(
@@ -507,17 +532,18 @@ def _block_sums(params, x, y, cols, *, activation: str, chunk: int, n_chunks: in
     return jax.lax.fori_loop(0, n_chunks, body, zeros)
 
 
-def _as_dense(params, activation: str) -> tuple[Params, str]:
-    """Plain dense-layer params and the activation's name, from the plain pytree, an
-    ``obd.model.MLP`` or an ``nnx.Sequential`` of ``nnx.Linear`` layers with one elementwise
-    activation between each two (e.g. ``obd.nets.mlp``, ``lenet_300_100``); ``ValueError`` for
+def _as_dense(params, activation: str | None) -> tuple[Params, str]:
+    """Plain dense-layer params and the activation's name, from the plain pytree (``activation``,
+    default ``"relu"``), an ``obd.model.MLP`` or an ``nnx.Sequential`` of ``nnx.Linear`` layers
+    with one elementwise activation between each two (e.g. ``obd.nets.mlp``, ``lenet_300_100``;
+    the models' own activation, which ``activation`` must not contradict); ``ValueError`` for
     anything else. A Linear without bias gets a zero bias (it is kept, never pruned)."""
     if isinstance(params, MLP):
-        return params_from_module(params), activation
+        return params_from_module(params), _model_activation(mlp_activation(params), activation)
     from obd import network
 
     if not network.is_module(params):
-        return params, activation
+        return params, "relu" if activation is None else activation
     net, layers, _ = network.as_network(params)
     ops = net.ops
     dense = [op for op in ops if isinstance(op, network.Dense)]
@@ -531,7 +557,7 @@ def _as_dense(params, activation: str) -> tuple[Params, str]:
             "(nnx.Linear, activation, nnx.Linear, ...); got "
             + ", ".join(type(op).__name__ for op in ops)
         )
-    name = acts.pop() if acts else activation
+    name = _model_activation(acts.pop(), activation) if acts else activation or "relu"
     activation_fn(name)  # ValueError naming the accepted activations
     out = []
     for op in dense:
@@ -539,6 +565,16 @@ def _as_dense(params, activation: str) -> tuple[Params, str]:
         bias = layer.get("bias", jnp.zeros(layer["kernel"].shape[1], layer["kernel"].dtype))
         out.append({"kernel": layer["kernel"], "bias": bias})
     return out, name
+
+
+def _model_activation(own: str, given: str | None) -> str:
+    """A model's own activation ``own``; ``ValueError`` if the caller gave another one."""
+    if given is not None and given != own:
+        raise ValueError(
+            f"activation={given!r} conflicts with the model's own activation {own!r}; the model "
+            "is evaluated with its own (leave activation unset)"
+        )
+    return own
 
 
 def _prepare_global(params: Params, x, y, activation: str):
@@ -563,7 +599,7 @@ def unit_blocks(
     x,
     y,
     *,
-    activation: str = "relu",
+    activation: str | None = None,
     batch_size: int | None = None,
 ) -> list[np.ndarray]:
     """The exact Hessian block of every unit's incoming kernel weights: per layer ``[out, in, in]``.
@@ -717,7 +753,7 @@ def global_obs_traces(
     y,
     *,
     damping: float = GLOBAL_DAMPING,
-    activation: str = "relu",
+    activation: str | None = None,
     batch_size: int | None = None,
     blocks: list[np.ndarray] | None = None,
 ) -> list[LayerTrace]:
@@ -811,7 +847,7 @@ def global_obs_prune(
     *,
     damping: float = GLOBAL_DAMPING,
     update: bool = True,
-    activation: str = "relu",
+    activation: str | None = None,
     traces: list[LayerTrace] | None = None,
 ) -> Params:
     """Prune ``fraction`` of all kernel weights by global OBS (biases kept).
@@ -847,7 +883,7 @@ def global_obs_sweep(
     *,
     damping: float = GLOBAL_DAMPING,
     update: bool = True,
-    activation: str = "relu",
+    activation: str | None = None,
     traces: list[LayerTrace] | None = None,
     batch_size: int | None = None,
     level_batch: int | None = None,
@@ -863,9 +899,12 @@ def global_obs_sweep(
     :func:`global_allocate`; ``update=False`` keeps the same removals without the weight update.
     One greedy pass serves every level; ``traces`` (from :func:`global_obs_traces`) skips it.
     Biases are kept. The columns are those of :func:`obd.prune.sweep`: ``fraction``,
-    ``pruned_fraction``, ``n_pruned``, ``accuracy``, ``loss``. ``params`` is the plain list of
-    dense layers (``activation`` between them), an ``obd.model.MLP``, or an ``nnx.Sequential`` of
-    ``nnx.Linear`` layers with one activation between each two (which it carries itself).
+    ``pruned_fraction``, ``n_pruned``, ``accuracy``, ``loss``; ``n_pruned`` counts the kernel
+    weights that are zero at each level (weights already zero are removed first, as in
+    :func:`obs_sweep`). ``params`` is the plain list of dense layers (``activation`` between them,
+    default ``"relu"``), an ``obd.model.MLP``, or an ``nnx.Sequential`` of ``nnx.Linear`` layers
+    with one activation between each two; the two models carry their activation, and an
+    ``activation`` that differs from it is a ``ValueError``.
     """
     params, activation = _as_dense(params, activation)
     sizes = layer_sizes(params)
@@ -882,7 +921,8 @@ def global_obs_sweep(
             params, x, y, damping=damping, activation=activation, batch_size=batch_size
         )
     _check_traces(params, traces)
-    kernels, n_pruned, n = _global_kernels(params, traces, fractions, bool(update))
+    kernels, removed, n = _global_kernels(params, traces, fractions, bool(update))
+    n_pruned = zero_counts([p["kernel"] for p in params], kernels, removed)
     return _kernels_table(
         params, kernels, fractions, n_pruned, n, x_test, y_test, activation, level_batch
     )

@@ -22,7 +22,7 @@ import pandas as pd
 
 from obd.checks import check_examples
 from obd.network import Conv, Dense, Network, as_network, input_check
-from obd.obs import ALLOCATIONS, _layer_kernels, allocate, obs_layer_trace
+from obd.obs import ALLOCATIONS, _layer_kernels, allocate, obs_layer_trace, zero_counts
 from obd.prune import prune_counts, sweep_table
 
 
@@ -65,7 +65,8 @@ def obs_sweep_model(
     evaluated on ``(x_test, y_test)``; the columns of ``obd.prune.sweep``.
 
     The traces come from the unpruned network's layer inputs on ``x_calib``; ``damping`` and
-    ``allocation`` are those of ``obd.obs``.
+    ``allocation`` are those of ``obd.obs``. ``n_pruned`` counts the kernel weights that are
+    zero at each level, those already zero included (``obd.obs.obs_sweep``).
     """
     if allocation not in ALLOCATIONS:
         raise ValueError(f"unknown allocation {allocation!r}; accepted: {', '.join(ALLOCATIONS)}")
@@ -82,7 +83,7 @@ def obs_sweep_model(
     fractions = np.atleast_1d(np.asarray(fractions, np.float64))
     prune_counts(fractions, 1)  # validates the fractions
     xs = design_matrices(net, params, jnp.asarray(x_calib))
-    kernels, n_pruned, n_total = [], np.zeros(len(fractions), np.int64), 0
+    kernels, removed, n_total = [], np.zeros(len(fractions), np.int64), 0
     for layer, rows in zip(params, xs, strict=True):
         shape = layer["kernel"].shape
         w2d = layer["kernel"].reshape(-1, shape[-1])
@@ -90,8 +91,9 @@ def obs_sweep_model(
         k = prune_counts(fractions, w2d.size)
         counts = allocate(trace.increments, k, allocation)  # [levels, out]
         kernels.append(_layer_kernels(trace, counts))  # [levels, fan_in, out]
-        n_pruned += k
+        removed += k
         n_total += w2d.size
+    n_pruned = zero_counts([p["kernel"] for p in params], kernels, removed)
     x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
     metrics = jax.jit(lambda ks: _level_metrics(net, params, ks, x_test, y_test))
     acc, ce = zip(

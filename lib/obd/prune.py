@@ -133,30 +133,110 @@ def _leaf_counts(
 
 
 def masks(
-    scores: Params, fraction, *, scope: str = "global", include_biases: bool = False
+    scores: Params,
+    fraction,
+    *,
+    scope: str = "global",
+    include_biases: bool = False,
+    params: Params | Any | None = None,
 ) -> Params:
     """Boolean masks like ``scores`` (True = kept) pruning ``fraction`` of each group.
 
     ``fraction`` may be a 1-D array of levels: each mask then has a leading ``[levels]`` axis.
+    With ``params`` (the model, or a pytree shaped like ``scores``), prunable entries that are
+    already zero count as pruned: they rank first and their mask is False, so a group of ``n``
+    entries with ``z`` zeros ends with ``max(k, z)`` entries pruned (see :func:`sweep`). Without
+    it the masks mark exactly ``k`` entries per group, whatever the weights hold.
     """
     fractions = _check_fractions(fraction)
+    zero = None
+    if params is not None:
+        zero = _zero_leaves(params, scores)
+        scores = jax.tree.unflatten(
+            jax.tree.structure(scores), _zeros_first(jax.tree.leaves(scores), zero)
+        )
     r = ranks(scores, scope=scope, include_biases=include_biases)
     per_leaf, _, _ = _leaf_counts(scores, fractions, scope, include_biases)
     leaves, treedef = jax.tree.flatten(r)
+    groups = _leaf_groups(scores, scope, include_biases)
     out = []
-    for rank, k in zip(leaves, per_leaf, strict=True):
+    for i, (rank, k) in enumerate(zip(leaves, per_leaf, strict=True)):
         k = np.reshape(k, k.shape + (1,) * rank.ndim)
-        out.append(rank >= k)
+        keep = rank >= k
+        if zero is not None and groups[i] is not None:
+            keep = keep & ~zero[i]
+        out.append(keep)
     return treedef.unflatten(out)
+
+
+def _zero_leaves(params: Params | Any, like: Any) -> list[np.ndarray]:
+    """``params == 0`` per leaf of ``like`` (``params``: a model, or a pytree shaped like it)."""
+    tree = nnx.state(params, nnx.Param) if is_module(params) else params
+    leaves, p_leaves = jax.tree.leaves(like), jax.tree.leaves(tree)
+    if len(p_leaves) != len(leaves) or any(
+        np.shape(a) != np.shape(b) for a, b in zip(p_leaves, leaves, strict=True)
+    ):
+        raise ValueError("params must be shaped like the scores (the model they were computed on)")
+    return [np.asarray(a) == 0 for a in p_leaves]
+
+
+def _zeros_first(scores: list, zero: list[np.ndarray]) -> list:
+    """Score leaves with the entries where ``zero`` holds set to ``-inf`` (ranked first); the
+    leaves themselves, unchanged, when nothing is zero (dense weights: identical ranks)."""
+    if not any(z.any() for z in zero):
+        return scores
+    return [np.where(z, -np.inf, np.asarray(s)) for s, z in zip(scores, zero, strict=True)]
+
+
+def _pruned_counts(
+    per_leaf: list[np.ndarray], zero: list[np.ndarray], groups: list[int | None]
+) -> np.ndarray:
+    """Entries that are zero after pruning, per level: per group ``max(k, z)`` (``z`` entries
+    already zero rank first, ``k`` are pruned)."""
+    total = 0
+    for g in sorted(set(groups) - {None}):
+        members = [i for i, gi in enumerate(groups) if gi == g]
+        z = sum(int(zero[i].sum()) for i in members)
+        total = total + np.maximum(per_leaf[members[0]], z)
+    return np.asarray(total, np.int64)
 
 
 def apply_masks(params: Params | Any, masks: Params | Any) -> Params | Any:
     """``params`` with the entries whose mask is False set to zero: a new list for the plain
-    pytree, a pruned copy of the model for an ``nnx.Sequential`` (the original is unchanged)."""
+    pytree, a pruned copy of the model for an ``nnx.Sequential`` (the original is unchanged).
+    Masks must be boolean or exactly 0/1 (:func:`check_masks`)."""
     _, flat, restore = as_network(params) if is_module(params) else as_network(params, "relu")
     m = to_params(params, masks, "masks")
+    check_masks(m)
     pruned = jax.tree.map(lambda p, mm: jnp.where(jnp.asarray(mm, bool), p, 0), flat, m)
     return with_params(params, restore(pruned)) if is_module(params) else restore(pruned)
+
+
+def check_masks(masks: Params | Any, name: str = "masks") -> None:
+    """``ValueError`` unless every leaf of ``masks`` is boolean or holds only 0 and 1.
+
+    Any other values (scores, weights, NaN) would otherwise be read as "nonzero = kept"; the
+    error names the layer (counting parametric layers from 0) and the tensor.
+    """
+    layers: dict[Any, int] = {}
+    for (layer, tensor), leaf in zip(leaf_names(masks), jax.tree.leaves(masks), strict=True):
+        index = layers.setdefault(layer, len(layers))
+        dtype = np.dtype(leaf.dtype) if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        if dtype == np.bool_:
+            continue
+        if isinstance(leaf, jax.Array):
+            ok = bool(jnp.all((leaf == 0) | (leaf == 1)))
+        else:
+            a = np.asarray(leaf)
+            ok = bool(np.all((a == 0) | (a == 1)))
+        if not ok:
+            a = np.asarray(leaf).ravel()
+            bad = a[~((a == 0) | (a == 1))]
+            raise ValueError(
+                f"{name} of layer {index} ({tensor}) hold {bad.size} value(s) other than 0 and 1 "
+                f"(e.g. {bad[0]!r}, dtype {dtype}): masks must be boolean (True = kept) or "
+                "exactly 0/1; scores are not masks (obd.prune.masks turns them into masks)"
+            )
 
 
 def _level_metrics(net, params, rank, k, x, y):
@@ -197,14 +277,23 @@ def sweep(
     with ``vmap`` in chunks of ``level_batch`` (default: as many as fit in about 256 MB of
     activations). Returns one row per level: ``fraction`` (requested), ``pruned_fraction``
     (``n_pruned`` / prunable entries), ``n_pruned``, ``accuracy``, ``loss`` (mean cross-entropy).
+
+    Weights that are already zero count as pruned: they rank first (whatever their score), so a
+    group of ``n`` prunable entries holding ``z`` zeros has ``max(k, z)`` zero entries at a level
+    that prunes ``k = floor(f n + 0.5)``, and ``n_pruned`` is that actual count of zeros (for
+    dense weights, ``k``).
     """
     net, flat, _ = as_network(params, activation)
     scores = to_params(params, scores, "scores")
     fractions = np.atleast_1d(_check_fractions(fractions))
     input_check(net, flat, x)
     check_examples(x, y, num_classes=int(np.shape(flat[-1]["kernel"])[-1]))
+    zero = [np.asarray(a) == 0 for a in jax.tree.leaves(flat)]
+    treedef = jax.tree.structure(scores)
+    scores = jax.tree.unflatten(treedef, _zeros_first(jax.tree.leaves(scores), zero))
     r = ranks(scores, scope=scope, include_biases=include_biases)
-    per_leaf, n, n_pruned = _leaf_counts(scores, fractions, scope, include_biases)
+    per_leaf, n, _ = _leaf_counts(scores, fractions, scope, include_biases)
+    n_pruned = _pruned_counts(per_leaf, zero, _leaf_groups(scores, scope, include_biases))
     k = jax.tree.unflatten(jax.tree.structure(r), [jnp.asarray(a, jnp.int32) for a in per_leaf])
     flat = jax.tree.map(jnp.asarray, flat)
     if level_batch is None:

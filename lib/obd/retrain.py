@@ -22,20 +22,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pandas as pd
+from flax import nnx
 from tqdm.auto import tqdm
 
-from obd.checks import check_converging, check_examples
+from obd.checks import check_converging, check_examples, check_trainable
 from obd.hessian import hessian_diag
 from obd.model import Params, activation_fn, apply_mlp, layer_sizes
 from obd.network import Network, as_network, input_check, is_module, to_params, with_params
 from obd.params import check_number
-from obd.prune import apply_masks, leaf_names
+from obd.prune import apply_masks, check_masks, leaf_names
 from obd.prune import masks as prune_masks
 from obd.saliency import check_like, check_scope
 from obd.saliency import saliency as score_params
@@ -149,8 +151,9 @@ def retrain_masked(
     lr_schedule: str = "constant",
 ):
     """Retrain ``params`` for ``steps`` Adam steps with the weights whose mask is False held at
-    exactly zero (see the module docstring). ``masks`` is a boolean pytree like ``params``
-    (True = kept). Returns the new params, and with ``return_loss`` also the mean training loss
+    exactly zero (see the module docstring). ``masks`` is a boolean (or exactly 0/1) pytree like
+    ``params`` (True = kept); parameters must be float32 or float64 (float16 underflows Adam's
+    epsilon). Returns the new params, and with ``return_loss`` also the mean training loss
     per example over the last chunk of steps (NaN when ``steps`` is 0).
 
     A fresh Adam state is used; the defaults are the seed's training protocol (``obd.train``).
@@ -184,7 +187,9 @@ def retrain_masked(
         if len(x_shape) != 2 or x_shape[1] != sizes[0] or y_shape != x_shape[:1]:
             raise ValueError(f"x must be [N, {sizes[0]}] and y [N]; got {x_shape}, {y_shape}")
         net, flat, keep, classes = None, params, masks, sizes[-1]
+    check_masks(keep)
     check_examples(x, y, num_classes=classes)
+    check_trainable(flat, x)
     x, y = jnp.asarray(x), jnp.asarray(y)
     keep = jax.tree.map(lambda m: jnp.asarray(m, bool), keep)
     flat = jax.tree.map(lambda p, k: jnp.where(k, jnp.asarray(p), 0), flat, keep)
@@ -228,6 +233,19 @@ def _evaluate(model, x, y, activation):
     return _evaluate_mlp(model, x, y, activation)
 
 
+def _initial_keep(params) -> Any:
+    """The mask of the unpruned model, shaped like its scores: kernel weights that are already
+    zero count as pruned (False) from the start; everything else is kept."""
+    tree = nnx.state(params, nnx.Param) if is_module(params) else params
+    return jax.tree.unflatten(
+        jax.tree.structure(tree),
+        [
+            jnp.asarray(leaf) != 0 if tensor == "kernel" else jnp.ones(np.shape(leaf), bool)
+            for (_, tensor), leaf in zip(leaf_names(tree), jax.tree.leaves(tree), strict=True)
+        ],
+    )
+
+
 def _kernel_counts(keep) -> tuple[int, int]:
     """Kernel weights pruned (mask False) and in total."""
     kernels = [
@@ -263,11 +281,14 @@ def iterative_prune(
 
     ``saliency`` is ``"obd"`` (``0.5 h w^2`` with the exact Hessian diagonal of the mean loss over
     the first ``hessian_examples`` training images, all by default, recomputed every round) or
-    ``"magnitude"``. Returns a DataFrame with a row for the unpruned model (round 0) and one per
-    round: ``saliency``, ``scope``, ``round``, ``fraction`` (target), ``pruned_fraction``,
-    ``n_pruned``, ``accuracy_pruned`` and ``loss_pruned`` (test, right after pruning),
-    ``accuracy`` and ``loss`` (test, after retraining), ``train_loss`` (mean over the last chunk
-    of retraining), ``retrain_steps`` and ``seconds``; with ``return_params`` also the final
+    ``"magnitude"``. Kernel weights that are already zero count as pruned from the start (they
+    rank first and stay zero): a round reaches its target fraction, or stays at the model's
+    existing sparsity if that is higher. Returns a DataFrame with a row for the unpruned model
+    (round 0) and one per round: ``saliency``, ``scope``, ``round``, ``fraction`` (target),
+    ``pruned_fraction`` and ``n_pruned`` (the kernel weights actually zero after pruning),
+    ``accuracy_pruned`` and ``loss_pruned`` (test, right after pruning), ``accuracy`` and
+    ``loss`` (test, after retraining), ``train_loss`` (mean over the last chunk of retraining),
+    ``retrain_steps`` and ``seconds``; with ``return_params`` also the final
     parameters. ``lr_schedule`` is that of :func:`retrain_masked`, applied to each round.
     ``retrain_steps`` is one count for every round or a list with one count per round of
     ``schedule`` (e.g. longer retraining at the high levels).
@@ -313,17 +334,17 @@ def iterative_prune(
                 )
     for xs, ys, which in ((x_train, y_train, "train"), (x_test, y_test, "test")):
         check_examples(xs, ys, num_classes=classes, name=f"x_{which}", label_name=f"y_{which}")
+    check_trainable(flat if module else params, x_train, name="x_train")
     x_h, y_h = (x_train, y_train) if hessian_examples is None else (
         x_train[:hessian_examples], y_train[:hessian_examples])  # fmt: skip
     x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
     if not module:
         params = jax.tree.map(jnp.asarray, params)
-    keep = jax.tree.map(lambda s: jnp.ones(s.shape, bool), score_params("magnitude", params))
-
+    keep = _initial_keep(params)
     acc, ce = _evaluate(params, x_test, y_test, activation)
-    rows = [dict(round=0, fraction=0.0, n_pruned=0, accuracy_pruned=float(acc),
-                 loss_pruned=float(ce), accuracy=float(acc), loss=float(ce),
-                 train_loss=float("nan"), retrain_steps=0, seconds=0.0)]  # fmt: skip
+    rows = [dict(round=0, fraction=0.0, n_pruned=_kernel_counts(keep)[0],
+                 accuracy_pruned=float(acc), loss_pruned=float(ce), accuracy=float(acc),
+                 loss=float(ce), train_loss=float("nan"), retrain_steps=0, seconds=0.0)]  # fmt: skip
     bar = tqdm(schedule, desc=f"iterative {saliency}", disable=not progress)
     for r, target in enumerate(bar, start=1):
         t0 = time.perf_counter()
@@ -334,7 +355,12 @@ def iterative_prune(
             scores = score_params("magnitude", params, activation=act_arg)
         # weights pruned in earlier rounds rank first, so the masks are nested
         scores = jax.tree.map(lambda s, k: jnp.where(k, s, -jnp.inf), scores, keep)
-        keep = prune_masks(scores, float(target), scope=scope, include_biases=False)
+        # & keep: weights already pruned stay pruned even when a round's target is below them
+        keep = jax.tree.map(
+            jnp.logical_and,
+            prune_masks(scores, float(target), scope=scope, include_biases=False),
+            keep,
+        )
         if module:
             params = apply_masks(params, keep)
         else:

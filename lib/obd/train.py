@@ -20,7 +20,7 @@ import optax
 import pandas as pd
 from tqdm.auto import tqdm
 
-from obd.checks import check_converging, check_examples
+from obd.checks import check_converging, check_examples, check_trainable
 from obd.model import SEED_SIZES, Params, activation_fn, apply_mlp, init_mlp
 from obd.params import check_number
 
@@ -130,6 +130,7 @@ def train(
             )
         pre = "x_train" if which == "training" else "x_test"
         check_examples(xs, ys, num_classes=cfg.sizes[-1], name=pre, label_name="y" + pre[1:])
+        check_trainable([], xs, name=pre)
 
     k_init, k_data, k_drop = jax.random.split(jax.random.key(cfg.seed), 3)
     params = init_mlp(k_init, cfg.sizes)
