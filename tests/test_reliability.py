@@ -512,6 +512,32 @@ def test_clean_stale_never_removes_a_users_hidden_files(tmp_path, monkeypatch):
     assert probes and all(io.is_temp(p) for _, p in probes)
 
 
+def test_clean_stale_removes_a_killed_site_build_but_no_user_folder(tmp_path, monkeypatch):
+    """The report site builds in a marked hidden folder of reports/: a build killed midway leaves
+    that folder, which the next run removes; a user's hidden folder is kept."""
+    from obd import report
+
+    seen = []
+    real = report.tempfile.TemporaryDirectory
+
+    def spy(**kw):
+        seen.append(kw["prefix"])
+        raise KeyboardInterrupt  # killed as the build starts
+
+    monkeypatch.setattr(report.tempfile, "TemporaryDirectory", spy)
+    with pytest.raises(KeyboardInterrupt):
+        report.build_site(tmp_path, tmp_path, tmp_path)
+    monkeypatch.setattr(report.tempfile, "TemporaryDirectory", real)
+    killed = Path(real(prefix=seen[0], dir=tmp_path).name)  # what a killed build leaves
+    (killed / "src" / "notebooks").mkdir(parents=True)
+    (killed / "src" / "notebooks" / "a.ipynb").write_text("{}")
+    user = tmp_path / ".my-site-notes"
+    user.mkdir()
+    (user / "n.md").write_text("mine")
+    assert io.clean_stale([tmp_path]) == [killed]
+    assert not killed.exists() and (user / "n.md").read_text() == "mine"
+
+
 def test_lock_makes_a_second_run_wait(tmp_path):
     lock = tmp_path / "r" / ".reproduce.lock"
     cmd = [sys.executable, "-m", "obd.io", "locked", str(lock)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -126,7 +127,8 @@ def check_writable(path: str | os.PathLike, *, name: str = "out", folder: bool =
 def clean_stale(folders: Iterable[str | os.PathLike]) -> list[Path]:
     """Remove the temporary files of interrupted atomic writes under ``folders`` (recursively).
 
-    Only names of :data:`TEMP_NAME`'s form are removed, and only when no process can still be
+    Only names of :data:`TEMP_NAME`'s form are removed (files, and the folders this project
+    builds in, such as the report site's), and only when no process can still be
     writing them: call it when no run is in progress (``make reproduce`` holds its lock). Returns
     the files removed.
     """
@@ -136,8 +138,13 @@ def clean_stale(folders: Iterable[str | os.PathLike]) -> list[Path]:
         if not root.is_dir():
             continue
         for p in sorted(root.rglob(".*")):
-            if p.is_file() and not p.is_symlink() and is_temp(p):
+            if p.is_symlink() or not is_temp(p) or any(p.is_relative_to(r) for r in removed):
+                continue
+            if p.is_file():
                 p.unlink(missing_ok=True)
+                removed.append(p)
+            elif p.is_dir():  # a build folder of this project's (the report site's)
+                shutil.rmtree(p, ignore_errors=True)
                 removed.append(p)
     return removed
 

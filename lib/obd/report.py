@@ -36,7 +36,7 @@ import pandas as pd
 
 from obd import convnet_summary as cs
 from obd import findings as fnd
-from obd.io import write_text
+from obd.io import temp_prefix, write_text
 from obd.portable import REMOTE_ASSET, path_rules, relative_text, remote_assets
 
 QUESTION = (
@@ -500,7 +500,7 @@ def build_site(reports: Path, figures: Path, results: Path, root: Path | None = 
     order = {t: i for i, (t, _) in enumerate(GROUPS)}
     notebooks.sort(key=lambda p: (order.get(_group(p.stem), len(order)), p.stem))
     prov = provenance(reports)
-    with tempfile.TemporaryDirectory(prefix=".site-", dir=reports) as tmp:
+    with tempfile.TemporaryDirectory(prefix=temp_prefix("site"), dir=reports) as tmp:
         src = Path(tmp, "src")
         (src / "notebooks").mkdir(parents=True)
         (src / "figures").mkdir()
