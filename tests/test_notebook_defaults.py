@@ -2,7 +2,9 @@
 
 Each notebook runs in a copy of the repository's layout (``notebooks/``, ``results/`` with tiny
 fixture models and sweeps, ``figures/``) with only its *size* parameters made tiny: every output
-location keeps its default. ``results/`` and ``figures/`` must come out byte for byte unchanged,
+location keeps its default. The fixture models are narrow MLPs (``SIZES``, 784 inputs and 10
+classes as MNIST needs) so that the notebooks' per-layer work (OBS, dense curvature) takes
+seconds. ``results/`` and ``figures/`` must come out byte for byte unchanged,
 and what the notebook wrote must be under ``scratch/``.
 """
 
@@ -20,6 +22,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
+#: The fixture models' layer widths: MNIST's 784 inputs and 10 classes, two narrow hidden layers.
+SIZES = (784, 16, 16, 10)
 #: Size parameters that make each notebook run in seconds. Never an output location.
 TINY: dict[str, dict] = {
     "train": {"steps": 20},
@@ -82,8 +86,8 @@ def _digest(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory) -> Path:
-    """A repository layout with tiny seed-0 models, two sweeps, synthetic convnet runs and a
-    committed figure."""
+    """A repository layout with tiny seed-0 models (``SIZES``, 50 steps), two sweeps, synthetic
+    convnet runs and a committed figure."""
     if not _mnist_reachable():
         pytest.skip("no MNIST copy: set TFDS_DATA_DIR to a folder with mnist/3.0.1")
     import jax
@@ -99,7 +103,7 @@ def tree(tmp_path_factory) -> Path:
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
     x_test, y_test = load_mnist("test")
     for name, rate in (("plain", 0.0), ("dropout", 0.2)):
-        cfg = TrainConfig(seed=0, steps=50, chunk_steps=50, dropout_rate=rate)
+        cfg = TrainConfig(seed=0, steps=50, chunk_steps=50, dropout_rate=rate, sizes=SIZES)
         params, history = train(cfg, progress=False)
         meta = {"config": cfg.to_dict(), "seed": 0, "test_accuracy": float(history.test_accuracy.iloc[-1]),
                 "test_loss": float(history.test_loss.iloc[-1]), "train_loss": 0.0}  # fmt: skip
