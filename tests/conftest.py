@@ -1,11 +1,16 @@
-"""Shared fixtures: small synthetic data sets and networks, and the suite's one QUICK pipeline run.
+"""Shared fixtures: small synthetic data sets and networks, and the suite's background runs.
 
-The QUICK pipeline (``make reproduce QUICK=1``, several minutes) runs at most once per session, in
-the background: as soon as pytest has collected the tests, if any selected test asks for
-``quick_pipeline`` (or ``quick_run``) as an argument, the run starts, and those tests are moved to
-the end of the session so that the rest of the suite runs meanwhile. A test that reaches the run
-only through ``request.getfixturevalue`` still gets it, but the run then starts when it is first
-asked for.
+Two pieces of work run outside the pytest process, each at most once per session and in the
+background, so that the rest of the suite runs meanwhile:
+
+* ``quick_pipeline``: ``make reproduce QUICK=1`` (several minutes), every notebook end to end;
+* ``notebook_defaults_runs``: each notebook run by hand with its defaults
+  (``tests/test_notebook_defaults.py``).
+
+As soon as pytest has collected the tests, each run that a selected test takes as an argument
+starts (at a lower priority: ``nice -n 10``, so that it uses the cores the tests leave idle), and
+the tests that read a run are moved to the end of the session. A test that reaches a run only
+through ``request.getfixturevalue`` still gets it, but the run then starts when first asked for.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +29,6 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]
-#: the fixtures that hand out the QUICK pipeline run
-QUICK_FIXTURES = ("quick_pipeline", "quick_run")
 QUICK_FOLDERS = ("results", "reports", "figures")
 
 
@@ -45,31 +49,51 @@ def mnist_reachable() -> bool:
     return (bool(root) and (Path(root) / "mnist").is_dir()) or any(cached.glob("mnist-*-test.npz"))
 
 
-class QuickPipeline:
-    """One ``make reproduce QUICK=1 JOBS=2`` into ``root``/{results,reports,figures}, run in the
-    background (its own process group); its output goes to ``root``/make.log."""
+# --- the background runs ------------------------------------------------------------------------
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.log = root / "make.log"
+
+def _quick_command(root: Path, items: Sequence[pytest.Item]) -> list[str]:
+    cmd = ["make", "--no-print-directory", "reproduce", "QUICK=1", "JOBS=2"]
+    cmd += [f"{d.upper()}={root / d}" for d in QUICK_FOLDERS]
+    # the interpreter that runs the tests runs the notebooks too, when it is an environment that
+    # `make setup` built (`make test VENV=.venv-3.12`); otherwise the Makefile's default
+    if sys.prefix != sys.base_prefix and (Path(sys.prefix) / ".installed").is_file():
+        cmd.append(f"VENV={sys.prefix}")
+    return cmd
+
+
+def _defaults_command(root: Path, items: Sequence[pytest.Item]) -> list[str]:
+    """tests/test_notebook_defaults.py as a script: the notebooks of the selected tests (all when
+    the run was asked for some other way)."""
+    stems = sorted({item.callspec.params["path"].stem for item in items if hasattr(item, "callspec")
+                    and "path" in item.callspec.params})  # fmt: skip
+    return [sys.executable, str(ROOT / "tests" / "test_notebook_defaults.py"), str(root), *stems]
+
+
+#: fixture name -> the command of its run, from the run's folder and the tests that read it
+RUNS: dict[str, Callable[[Path, Sequence[pytest.Item]], list[str]]] = {
+    "quick_pipeline": _quick_command,
+    "notebook_defaults_runs": _defaults_command,
+}
+
+
+class BackgroundRun:
+    """A command run in the background, ``nice -n 10``, in its own process group, from the
+    repository's root; its output goes to ``root``/run.log."""
+
+    def __init__(self, name: str, root: Path) -> None:
+        self.name, self.root, self.log = name, root, root / "run.log"
+        self.command: list[str] = []
         self.proc: subprocess.Popen | None = None
 
-    def command(self) -> list[str]:
-        cmd = ["make", "--no-print-directory", "reproduce", "QUICK=1", "JOBS=2"]
-        cmd += [f"{d.upper()}={self.root / d}" for d in QUICK_FOLDERS]
-        # the interpreter that runs the tests runs the notebooks too, when it is an environment
-        # that `make setup` built (`make test VENV=.venv-3.12`); otherwise the Makefile's default
-        if sys.prefix != sys.base_prefix and (Path(sys.prefix) / ".installed").is_file():
-            cmd.append(f"VENV={sys.prefix}")
-        return cmd
-
-    def start(self) -> None:
+    def start(self, items: Sequence[pytest.Item] = ()) -> None:
         if self.proc is not None:
             return
         self.root.mkdir(parents=True, exist_ok=True)
+        self.command = ["nice", "-n", "10", *RUNS[self.name](self.root, items)]
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                self.command(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                self.command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
 
@@ -80,17 +104,17 @@ class QuickPipeline:
         code = self.proc.wait()
         if code != 0:
             tail = self.log.read_text(errors="replace")[-6000:]
-            pytest.fail(f"{' '.join(self.command())} exited with {code}; its output ends:\n{tail}")
+            pytest.fail(f"{' '.join(self.command)} exited with {code}; its output ends:\n{tail}")
         return self.root
 
     def stop(self) -> None:
         """End a run still going (the session ended first: -x, Ctrl-C, or no test waited)."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 30)):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
                 os.killpg(self.proc.pid, sig)
-                self.proc.wait(timeout=grace)
+                self.proc.wait(timeout=30)
                 return
             except ProcessLookupError:
                 return
@@ -98,37 +122,46 @@ class QuickPipeline:
                 continue
 
 
-_QUICK = pytest.StashKey[QuickPipeline]()
+_RUNS = pytest.StashKey[dict[str, BackgroundRun]]()
 
 
-def _quick(config: pytest.Config) -> QuickPipeline:
-    if _QUICK not in config.stash:
+def _run(config: pytest.Config, name: str) -> BackgroundRun:
+    runs = config.stash.setdefault(_RUNS, {})
+    if name not in runs:
         factory = getattr(config, "_tmp_path_factory", None)  # pytest's tmp_path_factory
-        root = factory.mktemp("quick") if factory else Path(tempfile.mkdtemp(prefix="obd-quick-"))
-        config.stash[_QUICK] = QuickPipeline(root)
-    return config.stash[_QUICK]
+        root = factory.mktemp(name) if factory else Path(tempfile.mkdtemp(prefix=f"obd-{name}-"))
+        runs[name] = BackgroundRun(name, root)
+    return runs[name]
 
 
-def _uses_quick(item: pytest.Item) -> bool:
-    return any(name in QUICK_FIXTURES for name in getattr(item, "fixturenames", ()))
+def _reads(item: pytest.Item) -> set[str]:
+    """The background runs among a test's fixtures (direct or through another fixture)."""
+    return set(RUNS) & set(getattr(item, "fixturenames", ()))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The QUICK pipeline's readers run last (a stable sort: the order is otherwise kept)."""
-    items.sort(key=_uses_quick)
+    """The background runs' readers come last (a stable sort: the order is otherwise kept)."""
+    items.sort(key=lambda item: bool(_reads(item)))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the QUICK pipeline at once when a selected test will read it."""
+    """Start each background run that a selected test reads, at once."""
     if session.config.option.collectonly or not mnist_reachable():
         return
-    if any(_uses_quick(item) for item in session.items):
-        _quick(session.config).start()
+    for name in RUNS:
+        readers = [item for item in session.items if name in _reads(item)]
+        if readers:
+            _run(session.config, name).start(readers)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    if _QUICK in session.config.stash:
-        session.config.stash[_QUICK].stop()
+    for run in session.config.stash.get(_RUNS, {}).values():
+        run.stop()
+
+
+def _skip_without_mnist() -> None:
+    if not mnist_reachable():
+        pytest.skip("no MNIST copy: set TFDS_DATA_DIR to a folder with mnist/3.0.1")
 
 
 @pytest.fixture(scope="session")
@@ -137,15 +170,14 @@ def quick_pipeline(pytestconfig: pytest.Config) -> Path:
 
     It holds ``results/`` (models, sweeps, summaries), ``reports/`` (every notebook's executed
     ``.ipynb`` and ``.html``, ``index.html`` and the report site ``site/``) and ``figures/``, as
-    ``quick/`` does in a checkout, plus ``make.log``. The run is shared by every test of the
-    session: treat it as read-only. Take this fixture as a test's argument (not through
+    ``quick/`` does in a checkout, plus the run's output ``run.log``. The run is shared by every
+    test of the session: treat it as read-only. Take this fixture as a test's argument (not through
     ``request.getfixturevalue``) so that the run starts in the background as soon as the tests are
     collected. Skipped without MNIST (``TFDS_DATA_DIR`` or obd's cache); a failed run fails every
     test that asks for it, with the end of its output.
     """
-    if not mnist_reachable():
-        pytest.skip("no MNIST copy: set TFDS_DATA_DIR to a folder with mnist/3.0.1")
-    return _quick(pytestconfig).wait()
+    _skip_without_mnist()
+    return _run(pytestconfig, "quick_pipeline").wait()
 
 
 @pytest.fixture(scope="session")
@@ -153,3 +185,11 @@ def quick_run(quick_pipeline: Path) -> dict[str, Path]:
     """The same run as :func:`quick_pipeline`, as ``{"results": ..., "reports": ..., "figures":
     ...}``."""
     return {d: quick_pipeline / d for d in QUICK_FOLDERS}
+
+
+@pytest.fixture(scope="session")
+def notebook_defaults_runs(pytestconfig: pytest.Config) -> Path:
+    """The folder where ``tests/test_notebook_defaults.py``, run as a script, ran the notebooks
+    with their defaults (see its ``run_all``); finished. Skipped without MNIST."""
+    _skip_without_mnist()
+    return _run(pytestconfig, "notebook_defaults_runs").wait()
