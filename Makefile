@@ -4,6 +4,7 @@ SHELL := /bin/bash
 
 # Python 3.11, 3.12 or 3.13 (the pins resolve on each); PYTHON=/path/to/python3.x chooses one.
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
+# the environment every target uses; `make test VENV=.venv-3.12 PYTHON=python3.12` keeps another
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -15,7 +16,7 @@ export PYTHONHASHSEED := 0
 export OPENBLAS_NUM_THREADS ?= 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: help setup test lint format lab site sync clean reproduce study data
+.PHONY: help setup test test-pythons lint format lab site sync clean reproduce study data
 
 help:  ## List the targets.
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -41,6 +42,22 @@ format: $(STAMP)  ## Format the code.
 
 test: $(STAMP) lint  ## Lint, then run the test suite.
 	$(PY) -m pytest
+
+# `make test` once per interpreter, each in its own environment .venv-<major.minor> (built on first
+# use). PYTHONS lists commands or paths; every one is run, and the target fails if any failed.
+PYTHONS ?= python3.11 python3.12 python3.13
+test-pythons:  ## Lint and test under each of PYTHONS, each in its own .venv-3.x.
+	@failed=""; \
+	for py in $(PYTHONS); do \
+	  if ! ver=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); then \
+	    echo "✗ $$py: not found (PYTHONS lists interpreters: commands or paths)" >&2; \
+	    failed="$$failed $$py"; continue; \
+	  fi; \
+	  echo "▶ $$py (Python $$ver) in .venv-$$ver"; \
+	  $(MAKE) --no-print-directory test PYTHON="$$py" VENV=".venv-$$ver" || failed="$$failed $$py"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "✗ failed with:$$failed" >&2; exit 1; fi; \
+	echo "✓ lint and tests passed with: $(PYTHONS)"
 
 # `make lab` registers .venv as the Jupyter kernel "obd" for this user (VS Code and any other
 # Jupyter find it too), then opens JupyterLab; as root (e.g. in a container) it adds --allow-root.

@@ -198,7 +198,7 @@ def _dense_row_sums(params, x, y, sizes, layout, loss):
         logp = jnp.log(jax.nn.softmax(h)) if loss == "naive" else jax.nn.log_softmax(h)
         return -jnp.sum(yj * logp)
 
-    hess = np.asarray(jax.hessian(f)(flat0))
+    hess = np.asarray(jax.jit(jax.hessian(f))(flat0))
     assert hess.dtype == np.float64
     if layout == "flat":
         return [hess.sum(1)]

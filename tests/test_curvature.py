@@ -1,5 +1,7 @@
 """Curvature estimators against explicit references on a tiny float64 net."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,12 +36,17 @@ def _per_example_grads(params, x, y, activation):
     return np.stack([_flat(grad(params, xi, yi)) for xi, yi in zip(x, y, strict=True)])
 
 
-def _ggn_and_hessian_diag(params, x, y, activation):
-    flat, unravel = ravel_pytree(params)
-    h = jax.jit(jax.hessian(lambda v: loss(unravel(v), x, y, activation=activation)))(flat)
-    logits = jax.jit(lambda v: apply_mlp(unravel(v), x, activation=activation))
-    jac = np.asarray(jax.jacobian(logits)(flat))  # [n, classes, params]
-    p = np.asarray(jax.nn.softmax(logits(flat)))
+@functools.cache
+def _ggn_and_hessian_diag(activation):
+    """References on ``_problem(activation)``: the Gauss-Newton diagonal, the Hessian diagonal and
+    the dense Hessian, in float64 (computed once per activation and shared: do not modify)."""
+    with jax.enable_x64(True):
+        params, x, y = _problem(activation)
+        flat, unravel = ravel_pytree(params)
+        h = jax.jit(jax.hessian(lambda v: loss(unravel(v), x, y, activation=activation)))(flat)
+        logits = jax.jit(lambda v: apply_mlp(unravel(v), x, activation=activation))
+        jac = np.asarray(jax.jacobian(logits)(flat))  # [n, classes, params]
+        p = np.asarray(jax.nn.softmax(logits(flat)))
     a = np.einsum("nc,cd->ncd", p, np.eye(p.shape[1])) - np.einsum("nc,nd->ncd", p, p)
     ggn = np.einsum("ncp,ncd,ndp->p", jac, a, jac) / len(x)
     return ggn, np.asarray(jnp.diag(h)), np.asarray(h)
@@ -57,7 +64,7 @@ def test_empirical_fisher_is_mean_of_squared_per_example_grads(activation):
 def test_mc_fisher_converges_to_exact_hessian_diagonal_for_relu():
     with jax.enable_x64(True):
         params, x, y = _problem("relu")
-        ggn, hdiag, _ = _ggn_and_hessian_diag(params, x, y, "relu")
+        ggn, hdiag, _ = _ggn_and_hessian_diag("relu")
         mc = _flat(
             cv.mc_fisher_diag(params, x, jax.random.key(1), num_samples=20_000, batch_size=16)
         )
@@ -71,7 +78,7 @@ def test_mc_fisher_converges_to_exact_hessian_diagonal_for_relu():
 def test_mc_fisher_estimates_gauss_newton_not_hessian_for_tanh():
     with jax.enable_x64(True):
         params, x, y = _problem("tanh")
-        ggn, hdiag, _ = _ggn_and_hessian_diag(params, x, y, "tanh")
+        ggn, hdiag, _ = _ggn_and_hessian_diag("tanh")
         mc = _flat(cv.mc_fisher_diag(params, x, 3, num_samples=20_000, activation="tanh"))
     assert np.linalg.norm(mc - ggn) / np.linalg.norm(ggn) < 0.02
     assert np.linalg.norm(ggn - hdiag) / np.linalg.norm(hdiag) > 0.1
@@ -81,7 +88,7 @@ def test_mc_fisher_estimates_gauss_newton_not_hessian_for_tanh():
 def test_hutchinson_probes_are_exact_v_times_hv(activation):
     with jax.enable_x64(True):
         params, x, y = _problem(activation)
-        _, hdiag, h = _ggn_and_hessian_diag(params, x, y, activation)
+        _, hdiag, h = _ggn_and_hessian_diag(activation)
         key = jax.random.key(7)
         est = cv.hutchinson_diags(
             params, x, y, key, counts=(4000, 1, 3, 3), activation=activation, batch_size=10,

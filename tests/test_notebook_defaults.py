@@ -1,16 +1,24 @@
 """Running a notebook by hand with its defaults never changes the batch results.
 
-Each notebook runs in a copy of the repository's layout (``notebooks/``, ``results/`` with tiny
+Each notebook runs in its own copy of a repository layout (``notebooks/``, ``results/`` with tiny
 fixture models and sweeps, ``figures/``) with only its *size* parameters made tiny: every output
-location keeps its default. ``results/`` and ``figures/`` must come out byte for byte unchanged,
-and what the notebook wrote must be under ``scratch/``.
+location keeps its default. The fixture models are narrow MLPs (``SIZES``, 784 inputs and 10
+classes as MNIST needs) so that the notebooks' per-layer work (OBS, dense curvature) takes
+seconds. ``results/`` and ``figures/`` must come out byte for byte unchanged, and what the
+notebook wrote must be under ``scratch/``.
+
+The runs happen outside the pytest process, one notebook at a time, while the rest of the suite
+runs: this file run as a script (:func:`run_all`) is the background run ``notebook_defaults_runs``
+of conftest.py; each test checks what its notebook's run did.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 import shutil
+import sys
+import traceback
 from pathlib import Path
 
 import nbformat
@@ -20,6 +28,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
+#: The fixture models' layer widths: MNIST's 784 inputs and 10 classes, two narrow hidden layers.
+SIZES = (784, 16, 16, 10)
 #: Size parameters that make each notebook run in seconds. Never an output location.
 TINY: dict[str, dict] = {
     "train": {"steps": 20},
@@ -66,12 +76,6 @@ TINY: dict[str, dict] = {
 PENDING: dict[str, str] = {}
 
 
-def _mnist_reachable() -> bool:
-    root = os.environ.get("TFDS_DATA_DIR")
-    cached = Path(os.environ.get("OBD_CACHE_DIR", Path.home() / ".cache" / "obd"))
-    return (bool(root) and (Path(root) / "mnist").is_dir()) or any(cached.glob("mnist-*-test.npz"))
-
-
 def _digest(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -80,12 +84,9 @@ def _digest(folder: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    """A repository layout with tiny seed-0 models, two sweeps, synthetic convnet runs and a
-    committed figure."""
-    if not _mnist_reachable():
-        pytest.skip("no MNIST copy: set TFDS_DATA_DIR to a folder with mnist/3.0.1")
+def build_base(root: Path) -> None:
+    """A repository layout in ``root``: the notebooks, tiny seed-0 models (``SIZES``, 50 steps),
+    two sweeps, synthetic convnet runs and a committed figure."""
     import jax
 
     from obd.data import load_mnist
@@ -95,11 +96,10 @@ def tree(tmp_path_factory) -> Path:
     from obd.study import RESULT_COLUMNS
     from obd.train import TrainConfig, train
 
-    root = tmp_path_factory.mktemp("repo")
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
     x_test, y_test = load_mnist("test")
     for name, rate in (("plain", 0.0), ("dropout", 0.2)):
-        cfg = TrainConfig(seed=0, steps=50, chunk_steps=50, dropout_rate=rate)
+        cfg = TrainConfig(seed=0, steps=50, chunk_steps=50, dropout_rate=rate, sizes=SIZES)
         params, history = train(cfg, progress=False)
         meta = {"config": cfg.to_dict(), "seed": 0, "test_accuracy": float(history.test_accuracy.iloc[-1]),
                 "test_loss": float(history.test_loss.iloc[-1]), "train_loss": 0.0}  # fmt: skip
@@ -119,14 +119,46 @@ def tree(tmp_path_factory) -> Path:
     write_study(root / "results", seeds=(0,))
     (root / "figures").mkdir()
     (root / "figures" / "fig1_seed_variants.png").write_bytes(b"\x89PNG committed figure")
-    return root
+
+
+def _runnable(stem: str) -> bool:
+    if stem in PENDING or stem not in TINY:
+        return False
+    if stem == "blog_replay":
+        from obd import blog2016
+
+        return blog2016.blog_available()
+    return True
+
+
+def run_all(root: Path, stems: list[str]) -> None:
+    """Build the layout in ``root``/base and record its digests (``base.json``); then run each
+    notebook of ``stems`` (every runnable one when empty) with its defaults and ``TINY`` sizes in
+    its own copy ``root``/STEM, recording ``root``/STEM.json: ``{"error": traceback or None}``."""
+    from obd.runner import run_notebook
+
+    base = root / "base"
+    build_base(base)
+    digests = {d: _digest(base / d) for d in ("results", "figures")}
+    (root / "base.json").write_text(json.dumps(digests))
+    for stem in stems or [p.stem for p in NOTEBOOKS]:
+        if not _runnable(stem):
+            continue
+        tree = root / stem
+        shutil.copytree(base, tree)
+        try:
+            run_notebook(tree / "notebooks" / f"{stem}.ipynb", tree / "reports" / stem, TINY[stem],
+                         log_output=False)  # fmt: skip
+            error = None
+        except Exception:
+            error = traceback.format_exc()
+        (root / f"{stem}.json").write_text(json.dumps({"error": error}))
+        print(f"{stem}: {'failed' if error else 'ran'}", flush=True)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_defaults_leave_results_and_figures_unchanged(tree, path):
-    from obd.runner import run_notebook
-
+def test_defaults_leave_results_and_figures_unchanged(notebook_defaults_runs, path):
     if path.stem in PENDING:
         pytest.xfail(PENDING[path.stem])
     if path.stem not in TINY:
@@ -136,14 +168,21 @@ def test_defaults_leave_results_and_figures_unchanged(tree, path):
 
         if not blog2016.blog_available():
             pytest.skip(f"the blog's files are not here (set {blog2016.ENV_VAR})")
-    before = {d: _digest(tree / d) for d in ("results", "figures")}
-    shutil.rmtree(tree / "scratch", ignore_errors=True)
-    report = tree / "reports" / path.stem
-    run_notebook(tree / "notebooks" / path.name, report, TINY[path.stem], log_output=False)
+    root = notebook_defaults_runs
+    record = root / f"{path.stem}.json"
+    assert record.is_file(), f"{path.name} was not run: see {root / 'run.log'}"
+    error = json.loads(record.read_text())["error"]
+    assert error is None, f"{path.name} with its defaults failed:\n{error}"
+    before = json.loads((root / "base.json").read_text())
+    tree = root / path.stem
     for d in ("results", "figures"):
         assert _digest(tree / d) == before[d], f"{path.name} with its defaults changed {d}/"
     written = [p for p in (tree / "scratch").rglob("*") if p.is_file()]
     assert written, f"{path.name} wrote nothing to scratch/: where did its outputs go?"
-    executed = nbformat.read(report.with_suffix(".ipynb"), as_version=4)
+    executed = nbformat.read(tree / "reports" / f"{path.stem}.ipynb", as_version=4)
     assert not any(o.get("name") == "stderr" and "tqdm" in o.get("text", "").lower()
                    for c in executed.cells if c.cell_type == "code" for o in c.outputs)  # fmt: skip
+
+
+if __name__ == "__main__":
+    run_all(Path(sys.argv[1]), sys.argv[2:])

@@ -1,9 +1,9 @@
-"""The study pipeline: committed notebooks are clean, and the QUICK pipeline runs end to end."""
+"""The study pipeline: committed notebooks are clean, and the QUICK pipeline runs end to end (the
+session's shared run, ``quick_pipeline`` in conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +16,6 @@ from obd.study import RESULT_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-
-
-def _mnist_reachable() -> bool:
-    root = os.environ.get("TFDS_DATA_DIR")
-    cached = Path(os.environ.get("OBD_CACHE_DIR", Path.home() / ".cache" / "obd"))
-    return (bool(root) and (Path(root) / "mnist").is_dir()) or any(cached.glob("mnist-*-test.npz"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -87,22 +81,9 @@ def test_runner_writes_report_only_on_success(tmp_path):
     assert (tmp_path / "out" / "fail.failed.ipynb").exists()
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    if not _mnist_reachable():
-        pytest.skip("no MNIST copy: set TFDS_DATA_DIR to a folder with mnist/3.0.1")
-    out = tmp_path_factory.mktemp("quick")
-    dirs = {k: out / k for k in ("results", "reports", "figures")}
-    cmd = ["make", "--no-print-directory", "reproduce", "QUICK=1", "JOBS=2"]
-    cmd += [f"{k.upper()}={v}" for k, v in dirs.items()]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return dirs
-
-
 @pytest.mark.slow
-def test_quick_pipeline_writes_tidy_csvs(quick_run):
-    sweeps = sorted((quick_run["results"] / "sweeps").glob("*.csv"))
+def test_quick_pipeline_writes_tidy_csvs(quick_pipeline):
+    sweeps = sorted((quick_pipeline / "results" / "sweeps").glob("*.csv"))
     assert len(sweeps) >= 12
     for path in sweeps:
         df = pd.read_csv(path)
@@ -110,21 +91,21 @@ def test_quick_pipeline_writes_tidy_csvs(quick_run):
         assert sorted(df.seed.unique()) == [0, 1]
         assert df.accuracy.between(0, 1).all() and df.fraction.between(0, 1).all()
         assert (df.variant == path.stem).all()
-    summary = pd.read_csv(quick_run["results"] / "summary.csv")
+    summary = pd.read_csv(quick_pipeline / "results" / "summary.csv")
     assert set(summary.variant) >= {p.stem for p in sweeps}
 
 
 @pytest.mark.slow
-def test_quick_pipeline_renders_figures(quick_run):
+def test_quick_pipeline_renders_figures(quick_pipeline):
     for name in ("fig1_seed_variants", "fig2_obd_dropout", "fig3_as_published_vs_corrected"):
-        png = quick_run["figures"] / f"{name}.png"
+        png = quick_pipeline / "figures" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-        assert (quick_run["figures"] / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+        assert (quick_pipeline / "figures" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
 
 
 @pytest.mark.slow
-def test_quick_pipeline_reports_are_complete(quick_run):
-    reports = quick_run["reports"]
+def test_quick_pipeline_reports_are_complete(quick_pipeline):
+    reports = quick_pipeline / "reports"
     pages = sorted(p for p in reports.glob("*.html") if p.name != "index.html")
     assert len(pages) >= 1 + 12 + 4  # compare, every variant, every trained model
     for page in pages:

@@ -3,6 +3,8 @@ jax.hessian in float64, brute-force OBS on each block and a brute-force allocati
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -198,7 +200,7 @@ def _deep_net(seed=0, sizes=(7, 6, 5, 4, 3), dtype=jnp.float64):
 
 def _kernel_hessian_blocks(params, x, y, activation):
     """Per layer and unit, the block of jax.hessian of the loss for that unit's incoming weights."""
-    h = jax.hessian(lambda p: loss(p, x, y, activation=activation))(params)
+    h = jax.jit(jax.hessian(lambda p: loss(p, x, y, activation=activation)))(params)
     out = []
     for i in range(len(params)):
         hk = np.asarray(h[i]["kernel"][i]["kernel"])  # [in, out, in, out]
@@ -206,15 +208,27 @@ def _kernel_hessian_blocks(params, x, y, activation):
     return out
 
 
+def _unit_blocks_problem(activation):
+    params, x, y = _deep_net(sizes=(7, 6, 5, 4, 3) if activation == "relu" else (5, 4, 6, 3))
+    params[1]["bias"] = params[1]["bias"] + 0.2  # nonzero biases are handled too
+    return params, x, y
+
+
+@functools.cache
+def _unit_blocks_reference(activation):
+    """The float64 reference blocks of ``_unit_blocks_problem``, computed once for every tiling."""
+    with jax.enable_x64(True):
+        return _kernel_hessian_blocks(*_unit_blocks_problem(activation), activation)
+
+
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("tile", [200, 2])
 def test_unit_blocks_equal_the_blocks_of_jax_hessian_float64(activation, tile, monkeypatch):
     monkeypatch.setattr(obs, "_TILE", tile)  # 2: the symmetric tiling is exercised
     with jax.enable_x64(True):
-        params, x, y = _deep_net(sizes=(7, 6, 5, 4, 3) if activation == "relu" else (5, 4, 6, 3))
-        params[1]["bias"] = params[1]["bias"] + 0.2  # nonzero biases are handled too
+        params, x, y = _unit_blocks_problem(activation)
         blocks = obs.unit_blocks(params, x, y, activation=activation, batch_size=9)  # 8 chunks
-        ref = _kernel_hessian_blocks(params, x, y, activation)
+    ref = _unit_blocks_reference(activation)
     for b, r in zip(blocks, ref, strict=True):
         assert b.dtype == np.float64 and b.shape == r.shape
         np.testing.assert_allclose(b, r, rtol=1e-10, atol=1e-14)

@@ -103,7 +103,9 @@ def test_seed_obd_row_sums_on_nnx_match_the_dense_hessian():
             logits = nnx.merge(graphdef, unravel(f))(jnp.asarray(x, jnp.float64))
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()
 
-        want = jax.hessian(summed)(flat).sum(1)  # all 64 examples: the batch is the data set
+        want = jax.jit(jax.hessian(summed))(flat).sum(
+            1
+        )  # all 64 examples: the batch is the data set
         np.testing.assert_allclose(ravel_pytree(scores)[0], want, rtol=1e-8, atol=1e-10)
 
 

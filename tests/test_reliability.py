@@ -563,20 +563,23 @@ def test_lock_makes_a_second_run_wait(tmp_path):
 
 def _tree(tmp_path: Path) -> Path:
     """A copy of what the build reads (Makefile, library, notebooks), its files an hour older than
-    the environment's install stamp, with the environment linked: other work in this checkout
-    cannot touch its timestamps, and the copy's make never reinstalls the shared environment
-    (which would point its editable install at the copy)."""
+    the environment's install stamp, with the environment linked as its .venv (the one running
+    these tests when `make setup` built it, as `make test VENV=.venv-3.12` does; else .venv):
+    other work in this checkout cannot touch its timestamps, and the copy's make never reinstalls
+    the shared environment (which would point its editable install at the copy)."""
     tree = tmp_path / "tree"
     paths = ["Makefile", "pyproject.toml", "requirements.txt"]
     paths += [str(p.relative_to(ROOT)) for p in (ROOT / "lib" / "obd").glob("*.*")]
     paths += [str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb")]
-    stamp = ROOT / ".venv" / ".installed"
+    running = Path(sys.prefix)
+    venv = running if (running / ".installed").is_file() else ROOT / ".venv"
+    stamp = venv / ".installed"
     old = min(time.time(), stamp.stat().st_mtime if stamp.exists() else time.time()) - 3600
     for rel in paths:
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         (tree / rel).write_bytes((ROOT / rel).read_bytes())
         os.utime(tree / rel, (old, old))
-    (tree / ".venv").symlink_to(ROOT / ".venv")
+    (tree / ".venv").symlink_to(venv)
     return tree
 
 

@@ -89,7 +89,7 @@ def _reference_row_sums(params, xb, yb, activation, scope):
         logp = jax.nn.log_softmax(logits)
         return -jnp.take_along_axis(logp, yb[:, None], axis=1).sum()
 
-    h = jax.hessian(summed_ce)(flat)
+    h = jax.jit(jax.hessian(summed_ce))(flat)
     if scope == "global":
         return unravel(h @ jnp.ones_like(flat))
     block = np.repeat(
