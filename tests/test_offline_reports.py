@@ -202,13 +202,9 @@ def test_remote_assets_are_loads_not_links():
 
 
 @pytest.fixture(scope="module")
-def quick_reports(request) -> Path:
-    """The reports folder of the QUICK pipeline run that the suite shares (``quick_run``)."""
-    try:
-        dirs = request.getfixturevalue("quick_run")
-    except pytest.FixtureLookupError:
-        pytest.skip("the shared QUICK pipeline fixture quick_run is not defined in conftest.py")
-    return dirs["reports"]
+def quick_reports(quick_pipeline: Path) -> Path:
+    """The reports folder of the QUICK pipeline run that the suite shares (``quick_pipeline``)."""
+    return quick_pipeline / "reports"
 
 
 @pytest.mark.slow
