@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from obd import blog2016 as blog
+from obd import blog2016_analysis as analysis
 from obd import blog2016_replay as rep
 from obd.model import accuracy
 
@@ -277,10 +278,41 @@ def test_bad_arguments_name_what_is_accepted():
         rep.hessian_row_sums(v, x, y, layout="flat", sizes=TINY, loss="mse")
     with pytest.raises(ValueError, match=r"x must be \[N, 6\]"):
         rep.hessian_row_sums(v, x[:, :5], y, layout="flat", sizes=TINY)
-    with pytest.raises(ValueError, match=r"labels must be integers in \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 2\]"):
         rep.hessian_row_sums(v, x, np.array([0, 3]), layout="flat", sizes=TINY)
     with pytest.raises(ValueError, match="needs batches"):
         rep.replay("run_obd_all_layers_prune", _random_params(TINY), [1], (x, y))
+
+
+def test_bad_data_is_refused_by_every_replay_entry_point():
+    """NaN pixels, pixels 0-255, integer images and labels out of range raise ValueError in each
+    function that takes the blog's MNIST, instead of a plausible accuracy or row sum."""
+    params = _random_params(TINY)
+    v = rep.to_variables(params, "flat")
+    x, y = np.full((4, 6), 0.5, np.float32), np.array([0, 1, 2, 1])
+    nan = x.copy()
+    nan[2, 3] = np.nan
+    cases = [
+        (nan, y, "non-finite"),
+        (x * 255, y, r"expected MNIST pixels in \[0, 1\] \(divide by 255\)"),
+        ((x * 255).astype(np.uint8), y, "floating point"),
+        (x, np.array([0, 1, 2, -1]), r"labels must be in \[0, 2\]"),
+    ]
+    for bx, by, match in cases:
+        with pytest.raises(ValueError, match=match):
+            rep.hessian_row_sums(v, bx, by, layout="flat", sizes=TINY)
+        with pytest.raises(ValueError, match=match):
+            rep.test_accuracy(v, bx, by, layout="flat", sizes=TINY)
+        with pytest.raises(ValueError, match=match):
+            rep.replay("run_magnitude_all_layers_prune", params, [1], (bx, by), sizes=TINY)
+        with pytest.raises(ValueError, match=match):
+            analysis.overflow_table(params, (bx, by), layout="flat")
+        if by is y:  # the functions that take images alone
+            with pytest.raises(ValueError, match=match):
+                analysis.min_log_probability(params, bx)
+            with pytest.raises(ValueError, match=match):
+                analysis.first_rows_blank(params, bx, [1])
+    assert 0 <= rep.test_accuracy(v, x, y, layout="flat", sizes=TINY) <= 1
 
 
 # ------------------------------------------------------------------------ replay on the blog

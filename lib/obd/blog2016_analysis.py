@@ -87,6 +87,7 @@ def replay_summary(draws: pd.DataFrame) -> pd.DataFrame:
 
 def min_log_probability(params: Params, x: np.ndarray) -> np.ndarray:
     """Per example, ``log min_c softmax(z)_c`` in float64 (exact where float32 would underflow)."""
+    rep.check_mnist(x, None)
     h = np.asarray(x, np.float64)
     for i, layer in enumerate(params):
         h = h @ np.asarray(layer["kernel"], np.float64) + np.asarray(layer["bias"], np.float64)
@@ -116,6 +117,8 @@ def overflow_table(
     at random.
     """
     x, y = train
+    classes = int(np.shape(params[-1]["kernel"])[-1])
+    rep.check_mnist(x, y, classes, name="train x", label_name="train y")
     logp_min = min_log_probability(params, x)
     below = float(np.mean(logp_min < np.log(OVERFLOW_P)))
     n = len(x) // batch_size if batches is None else min(int(batches), len(x) // batch_size)
@@ -145,11 +148,13 @@ def prefix_zeroing(params: Params, levels: Iterable[int], test) -> list[float]:
     (kernel ``W_1`` row by row, i.e. the input pixels in raster order), for each level ``c``:
     what ``top_k`` of an all-NaN saliency selects. No saliency is computed."""
     flat = flat_from_params(params)
+    xt, yt = test
+    rep.check_mnist(xt, yt, name="test x", label_name="test y")
     out = []
     for c in levels:
         v = flat.copy()
         v[: rep.prune_count(c, v.size)] = 0.0
-        out.append(rep.test_accuracy([v], *test, layout="flat"))
+        out.append(rep._accuracy([v], xt, yt, "flat", rep.SIZES))
     return out
 
 
@@ -198,6 +203,7 @@ def first_rows_blank(params: Params, x: np.ndarray, levels: Iterable[int]) -> pd
     """For each level, how much of the zeroed prefix of the flat variable lies in ``W_1`` and
     how many of the input pixels it covers are blank in every training image, and the mean
     fraction of training images in which a covered pixel is not blank."""
+    rep.check_mnist(x, None)
     n = flat_from_params(params).size
     fan_out = np.shape(params[0]["kernel"])[1]
     blank = (np.asarray(x) == 0).all(0)

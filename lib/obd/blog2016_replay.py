@@ -41,6 +41,7 @@ from obd.blog2016 import (
     params_from_split,
     split_from_params,
 )
+from obd.checks import check_examples
 from obd.model import Params
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -165,6 +166,12 @@ def _tensors(variables, dtype):
     return [tf.constant(np.asarray(v), dtype=dtype) for v in variables]
 
 
+def check_mnist(x, y, classes: int = SIZES[-1], *, name: str = "x", label_name: str = "y") -> None:
+    """``ValueError`` unless ``x`` holds finite float MNIST pixels in ``[0, 1]`` (the blog's
+    tutorial data) and ``y`` integer labels in ``[0, classes)``, one per example."""
+    check_examples(x, y, num_classes=classes, name=name, label_name=label_name, pixels=True)
+
+
 def _onehot(y: np.ndarray, classes: int, dtype) -> tf.Tensor:
     y = np.asarray(y)
     if y.ndim != 1 or y.size and (y.min() < 0 or y.max() >= classes):
@@ -200,6 +207,7 @@ def hessian_row_sums(
         raise ValueError(
             f"x must be [N, {sizes[0]}] with N labels, got {x.shape} and {np.shape(y)}"
         )
+    check_mnist(x, y, sizes[-1])
     out, value = fn(_tensors(variables, dtype), tf.constant(x, dtype), _onehot(y, sizes[-1], dtype))
     return [o.numpy() for o in out], float(value)
 
@@ -221,6 +229,18 @@ def test_accuracy(
 ) -> float:
     """``mean(argmax softmax(z) == y)`` in float32, as the scripts' ``accuracy`` op (ties: the
     lower class)."""
+    _check("layout", layout, LAYOUTS)
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != sizes[0] or x.shape[0] != np.shape(y)[0]:
+        raise ValueError(
+            f"x must be [N, {sizes[0]}] with N labels, got {x.shape} and {np.shape(y)}"
+        )
+    check_mnist(x, y, sizes[-1])
+    return _accuracy(variables, x, y, layout, sizes)
+
+
+def _accuracy(variables, x, y, layout: str, sizes) -> float:
+    """:func:`test_accuracy` without the checks (for inputs already checked)."""
     pred = _eval_fn(layout, tuple(sizes))(_tensors(variables, tf.float32), tf.constant(x))
     return float(np.mean(pred.numpy() == np.asarray(y)))
 
@@ -280,6 +300,7 @@ def replay(
     trained_zero = [v == 0 for v in trained]
     current = [v.copy() for v in trained]
     xt, yt = test
+    check_mnist(xt, yt, sizes[-1], name="test x", label_name="test y")
     records = []
     for c in levels:
         ks = [prune_count(c, v.size) for v in trained]
@@ -291,7 +312,7 @@ def replay(
             pruned = [top_k_indices(-v, k) for v, k in zip(current, ks, strict=True)]
             for v, idx in zip(current, pruned, strict=True):
                 v[idx] = 0.0
-            acc = test_accuracy(current, xt, yt, layout=spec.layout, sizes=sizes)
+            acc = _accuracy(current, xt, yt, spec.layout, sizes)
             current = [v.copy() for v in trained]
             records.append(LevelRecord(c, acc, False, False, zeros_before, 0, float("nan")))
             continue
@@ -303,7 +324,7 @@ def replay(
         pruned = [top_k_indices(-a, k) for a, k in zip(s, ks, strict=True)]
         for v, idx in zip(current, pruned, strict=True):
             v[idx] = 0.0
-        acc = test_accuracy(current, xt, yt, layout=spec.layout, sizes=sizes)
+        acc = _accuracy(current, xt, yt, spec.layout, sizes)
         s2, _ = hessian_row_sums(
             current, xb, yb, layout=spec.layout, sizes=sizes, dtype=dtype, loss=loss
         )
