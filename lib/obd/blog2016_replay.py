@@ -172,6 +172,17 @@ def check_mnist(x, y, classes: int = SIZES[-1], *, name: str = "x", label_name: 
     check_examples(x, y, num_classes=classes, name=name, label_name=label_name, pixels=True)
 
 
+def _checked_batch(x, y, sizes: tuple[int, ...]) -> np.ndarray:
+    """``x`` as an array, once it is ``[N, sizes[0]]`` MNIST pixels with ``N`` valid labels."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != sizes[0] or x.shape[0] != np.shape(y)[0]:
+        raise ValueError(
+            f"x must be [N, {sizes[0]}] with N labels, got {x.shape} and {np.shape(y)}"
+        )
+    check_mnist(x, y, sizes[-1])
+    return x
+
+
 def _onehot(y: np.ndarray, classes: int, dtype) -> tf.Tensor:
     y = np.asarray(y)
     if y.ndim != 1 or y.size and (y.min() < 0 or y.max() >= classes):
@@ -202,12 +213,7 @@ def hessian_row_sums(
     _check("loss", loss, LOSSES)
     sizes = tuple(int(s) for s in sizes)
     fn = _h1_fn(layout, sizes, dtype, loss)
-    x = np.asarray(x)
-    if x.ndim != 2 or x.shape[1] != sizes[0] or x.shape[0] != np.shape(y)[0]:
-        raise ValueError(
-            f"x must be [N, {sizes[0]}] with N labels, got {x.shape} and {np.shape(y)}"
-        )
-    check_mnist(x, y, sizes[-1])
+    x = _checked_batch(x, y, sizes)
     out, value = fn(_tensors(variables, dtype), tf.constant(x, dtype), _onehot(y, sizes[-1], dtype))
     return [o.numpy() for o in out], float(value)
 
@@ -230,12 +236,7 @@ def test_accuracy(
     """``mean(argmax softmax(z) == y)`` in float32, as the scripts' ``accuracy`` op (ties: the
     lower class)."""
     _check("layout", layout, LAYOUTS)
-    x = np.asarray(x)
-    if x.ndim != 2 or x.shape[1] != sizes[0] or x.shape[0] != np.shape(y)[0]:
-        raise ValueError(
-            f"x must be [N, {sizes[0]}] with N labels, got {x.shape} and {np.shape(y)}"
-        )
-    check_mnist(x, y, sizes[-1])
+    x = _checked_batch(x, y, sizes)
     return _accuracy(variables, x, y, layout, sizes)
 
 
