@@ -35,6 +35,7 @@ setup: $(STAMP)  ## Create .venv with the pinned environment (idempotent).
 lint: $(STAMP)  ## Lint and format-check the code and notebooks.
 	$(VENV)/bin/ruff check lib tests notebooks bench
 	$(VENV)/bin/ruff format --check lib tests notebooks bench
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)  ## Format the code.
 	$(VENV)/bin/ruff check --fix lib tests notebooks bench
@@ -72,7 +73,7 @@ sync: $(STAMP)  ## Sync each notebook with its py:percent twin (jupytext; the ne
 	$(VENV)/bin/jupytext --sync notebooks/*.ipynb
 
 site: $(STAMP)  ## Rebuild the report site (reports/site/, reports/index.html) from existing runs.
-	$(PY) -m obd.report --reports $(REPORTS) --figures $(FIGURES) --results $(RESULTS)
+	$(PY) -m obd.study.report --reports $(REPORTS) --figures $(FIGURES) --results $(RESULTS)
 
 clean:  ## Remove generated results, reports and scratch/ (keeps .venv and the committed figures/).
 	rm -rf results reports quick scratch
@@ -101,12 +102,12 @@ endif
 
 VARIANTS := \
   magnitude-layerwise-plain magnitude-global-plain obd-layerwise-plain obd-global-plain \
-  obd-global-dropout seed_magnitude-layerwise-plain seed_magnitude-global-plain \
-  seed_obd-layerwise-plain seed_obd-global-plain seed_obd-global-dropout \
+  obd-global-dropout blog_magnitude-layerwise-plain blog_magnitude-global-plain \
+  blog_obd-layerwise-plain blog_obd-global-plain blog_obd-global-dropout \
   random-global-plain random-global-dropout magnitude-global-dropout
 
-# obd.outputs runs obd.runner and records what each notebook wrote (REPORT.outputs.json)
-RUN := $(PY) -m obd.outputs run
+# obd.pipeline.outputs runs obd.pipeline.runner and records what each notebook wrote (REPORT.outputs.json)
+RUN := $(PY) -m obd.pipeline.outputs run
 comma := ,
 empty :=
 space := $(empty) $(empty)
@@ -124,7 +125,7 @@ space := $(empty) $(empty)
 #     <upstream reports> | $(STAMP)
 #   	$(RUN) $(NAME_ARGS)
 # Inside a define that is $(eval)ed, write $$(call params,...) so the stamp sees VAR's value.
-LIB_DEPS := $(wildcard lib/obd/*.py lib/obd/*.csv)
+LIB_DEPS := $(wildcard lib/obd/*.py lib/obd/*/*.py lib/obd/*/*.csv)
 PARAMS_DIR := $(REPORTS)/.params
 # stamps are written only when this make may run notebooks (not for `make test`, `make help`)
 WRITE_PARAMS := $(filter study $(REPORTS)/%,$(MAKECMDGOALS))
@@ -153,7 +154,7 @@ $(foreach s,$(SEEDS),$(eval $(call train_rule,dropout,$(s),0.2)))
 # prune-<saliency>-<scope>-<model>: one sweep over every seed's model
 define prune_rule
 prune-$(1)_ARGS := notebooks/prune.ipynb $(REPORTS)/prune-$(1) -p model "$(call model_paths,$(4))" \
-  -p saliency $(2) -p scope $(3) -p include_biases $(if $(filter seed_%,$(2)),true,false) \
+  -p saliency $(2) -p scope $(3) -p include_biases $(if $(filter blog_%,$(2)),true,false) \
   -p out $(abspath $(RESULTS))/sweeps/$(1).csv $(PRUNE_ARGS)
 $(REPORTS)/prune-$(1).html: $(PRUNE_DEPS) $$(call params,prune-$(1),prune-$(1)_ARGS) $(foreach s,$(SEEDS),$(REPORTS)/train-$(4)-seed$(s).html) | $(STAMP)
 	$(RUN) $$(prune-$(1)_ARGS)
@@ -244,7 +245,7 @@ BLOG_REPLAY_ARGS ?= -p draws 1 -p permutation_draws 1 -p max_percent 3 -p overfl
 endif
 blog_replay_ARGS := notebooks/blog_replay.ipynb $(REPORTS)/blog_replay \
   -p out $(abspath $(RESULTS))/blog_replay.csv -p figures_dir $(abspath $(FIGURES)) $(BLOG_REPLAY_ARGS)
-$(REPORTS)/blog_replay.html: notebooks/blog_replay.ipynb $(wildcard lib/obd/*.py) $(call params,blog_replay,blog_replay_ARGS) | $(STAMP)
+$(REPORTS)/blog_replay.html: notebooks/blog_replay.ipynb $(LIB_DEPS) $(call params,blog_replay,blog_replay_ARGS) | $(STAMP)
 	$(RUN) $(blog_replay_ARGS)
 ifneq ($(wildcard $(BLOG2016_DIR)/run_obd_all_layers_prune/results.txt),)
 STUDY_REPORTS += $(REPORTS)/blog_replay.html
@@ -306,10 +307,10 @@ index_ARGS := --reports $(REPORTS) --figures $(FIGURES) --results $(RESULTS)
 # runs fill the end (make -j starts prerequisites in listed order: longest first).
 $(REPORTS)/index.html: $(LENET5_SEEDS:%=$(REPORTS)/convnet-lenet5-seed%.html) \
   $(STUDY_REPORTS) $(LIB_DEPS) $(call params,index,index_ARGS) | $(STAMP)
-	$(PY) -m obd.report $(index_ARGS)
+	$(PY) -m obd.study.report $(index_ARGS)
 
 data: $(STAMP)  ## Fetch MNIST (or find it under TFDS_DATA_DIR) and cache the decoded arrays.
-	@$(PY) -m obd.data train test
+	@$(PY) -m obd.study.data train test
 
 study: $(REPORTS)/index.html
 
@@ -319,9 +320,9 @@ GOAL ?= study
 # released however the first ends, even killed). Under the lock, the temporary files of writes a
 # killed run left behind are removed, then the study resumes where it stopped.
 reproduce: data  ## Run every variant and render figures/ and reports/ (QUICK=1: tiny, into quick/).
-	@$(PY) -m obd.io locked $(REPORTS)/.reproduce.lock sh -c '\
-	  $(PY) -m obd.io clean $(RESULTS) $(REPORTS) $(FIGURES) && \
-	  $(PY) -m obd.outputs check $(REPORTS) && \
+	@$(PY) -m obd.pipeline.io locked $(REPORTS)/.reproduce.lock sh -c '\
+	  $(PY) -m obd.pipeline.io clean $(RESULTS) $(REPORTS) $(FIGURES) && \
+	  $(PY) -m obd.pipeline.outputs check $(REPORTS) && \
 	  $(MAKE) --no-print-directory -j$(JOBS) $(GOAL) QUICK=$(QUICK)'
 	@echo "Open $(REPORTS)/index.html"
 

@@ -3,7 +3,7 @@
 ``python bench/convnet.py [--quick]`` (also run by ``make bench``) measures, in one process with
 interleaved rounds (``common.interleaved``):
 
-1. the exact diagonal of ``obd.nets.lenet5`` (``obd.hessian.hessian_diag``, ReLU: the factored
+1. the exact diagonal of ``obd.study.architectures.lenet5`` (``obd.hessian.hessian_diag``, ReLU: the factored
    Gauss-Newton path) over ``--examples`` training images (default all 60,000), as a ratio to one
    jitted gradient of the same mean loss over the same images, accumulated over chunks like the
    diagonal's (unchunked, XLA's CPU gradient of LeNet-5 on 60,000 images needs more than 24 GB),
@@ -32,8 +32,9 @@ from flax import nnx
 
 from common import fit_exponent, interleaved, machine_facts, memory, ratio_cols, stats
 from obd import hessian, nets
-from obd.data import load_mnist
-from obd.io import write_text
+from obd.pipeline.io import write_text
+from obd.study import architectures
+from obd.study.data import load_mnist
 
 _START = time.perf_counter()
 
@@ -44,7 +45,7 @@ def log(msg: str) -> None:
 
 def lenet5_tanh(rngs: nnx.Rngs) -> nnx.Sequential:
     """LeNet-5 with ``jnp.tanh`` in place of its one ReLU (after the 500-unit dense layer)."""
-    layers = list(nets.lenet5(rngs).layers)
+    layers = list(architectures.lenet5(rngs).layers)
     return nnx.Sequential(*[jnp.tanh if f is jax.nn.relu else f for f in layers])
 
 
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     x_all = nets.as_images(x_all)
     facts = machine_facts("MNIST (tensorflow_datasets mnist/3.0.1)")
     log(f"{facts['cpu']}, {facts['cores']} cores, load {facts['load_avg']}")
-    model = nets.lenet5(nnx.Rngs(0))
+    model = architectures.lenet5(nnx.Rngs(0))
     rows = []
 
     # 1. ratio to one gradient at full size, and memory

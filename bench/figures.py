@@ -17,7 +17,7 @@ import matplotlib.ticker as ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from obd.plots import save_figure  # noqa: E402
+from obd.study.plots import save_figure
 
 AXES = {
     "examples": "training examples N",

@@ -1,6 +1,6 @@
 """Cost of global OBS (``obd.obs.global_obs_sweep``) as a ratio to one exact Hessian diagonal.
 
-For the seed MLP (784-50-50-50-50-10) on the 60,000 training images, each round times, in turn,
+For the blog's MLP (784-50-50-50-50-10) on the 60,000 training images, each round times, in turn,
 one exact diagonal (``obd.hessian.hessian_diag``, the fast path for ReLU) and the three parts of
 global OBS: the exact per-unit Hessian blocks (``unit_blocks``), the greedy OBS pass over every
 unit (``global_obs_traces`` given the blocks) and a 101-level sweep on the 10,000 test images
@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 
 from common import fit_exponent, machine_facts, time_call
-from obd import hessian, model, obs
-from obd.data import DataUnavailableError, load_mnist
-from obd.io import atomic_path, write_text
+from obd import hessian, obs
+from obd import mlp as model
+from obd.pipeline.io import atomic_path, write_text
+from obd.study.data import DataUnavailableError, load_mnist
 
 PARTS = ("diag", "blocks", "greedy", "sweep")
 

@@ -16,7 +16,8 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from obd import hessian, model
+from obd import hessian
+from obd import mlp as model
 
 
 def run_time(fn: Callable[[], object]) -> float:

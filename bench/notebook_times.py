@@ -1,6 +1,6 @@
 """Add each notebook's wall time from a ``make reproduce`` log to the benchmark results.
 
-The runner (``obd.runner``) prints ``✓ <report>.html in <seconds> s`` when a notebook finishes. A
+The runner (``obd.pipeline.runner``) prints ``✓ <report>.html in <seconds> s`` when a notebook finishes. A
 report under ``quick/`` is a QUICK run, any other a full one. Usage, after
 ``make reproduce 2>&1 | tee logs/reproduce.log``::
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from obd.io import write_text
+from obd.pipeline.io import write_text
 
 AXES = {"examples": "training examples", "width": "hidden width", "depth": "hidden layers"}
 HESSIAN_NAMES = {
-    "grad": "one full-batch gradient, `jax.jit(jax.grad(obd.model.loss))`",
+    "grad": "one full-batch gradient, `jax.jit(jax.grad(obd.mlp.loss))`",
     "fast": 'exact diagonal, `hessian_diag(method="fast")`',
     "hvp": 'exact diagonal, `hessian_diag(method="hvp")`',
     "hvp_single": "one Hessian-vector product, `obd.hessian.hvp`",

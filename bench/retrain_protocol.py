@@ -4,7 +4,7 @@ The convnet study's iterative OBD must show whether LeNet-300-100 and LeNet-5 re
 (2015)'s 12x (91.67% of the kernel weights pruned) at no loss of accuracy. Which retraining
 protocol gives iterative pruning a fair chance is chosen here, on a validation split only:
 
-* each network is trained by the study's recipe (``obd.convnets.train_net``) on the first
+* each network is trained by the study's recipe (``obd.study.convnets.train_net``) on the first
   ``60,000 - val`` training images; the last ``val`` training images are the validation set;
 * each candidate protocol (a schedule of pruning levels and the epochs of masked retraining
   after each round, Adam from the retraining learning rate cosine-decayed to 0 in every round,
@@ -31,9 +31,9 @@ import jax
 import numpy as np
 import pandas as pd
 
-from obd import convnets
-from obd.io import atomic_path, write_text
+from obd.pipeline.io import atomic_path, write_text
 from obd.retrain import iterative_prune
+from obd.study import convnets
 
 #: arch -> protocol name -> (schedule of kernel fractions, retraining epochs per round, peak
 #: retraining learning rate). The first is the study's protocol before this search.
@@ -69,9 +69,9 @@ TARGET = 1 - 1 / 12  # Han et al.'s 12x
 
 
 def load(path: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST's training split: from ``obd.data`` or an ``.npz`` of uint8 ``x`` and ``y``."""
+    """MNIST's training split: from ``obd.study.data`` or an ``.npz`` of uint8 ``x`` and ``y``."""
     if path is None:
-        from obd.data import load_mnist
+        from obd.study.data import load_mnist
 
         return load_mnist("train")
     with np.load(path) as f:
@@ -140,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tolerance", type=float, default=0.1, help="points of validation error")
     ap.add_argument("--protocols", nargs="*", help="names to run (default: all)")
     ap.add_argument("--scale", type=float, default=1.0, help="scale every step count (smoke)")
-    ap.add_argument("--mnist", help=".npz with uint8 x [N, 28, 28(, 1)] and y (else obd.data)")
+    ap.add_argument(
+        "--mnist", help=".npz with uint8 x [N, 28, 28(, 1)] and y (else obd.study.data)"
+    )
     ap.add_argument("--out", required=True, help="output stem: writes OUT.csv and OUT.md")
     args = ap.parse_args(argv)
     if not 0 < args.val < 60_000:

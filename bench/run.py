@@ -2,8 +2,8 @@
 
 Measures, on this machine (see ``bench/README.md``):
 
-1. the exact Hessian diagonal of the seed MLP (``method="fast"`` and ``"hvp"``) over the training
-   set, as a ratio to one full-batch jitted gradient of ``obd.model.loss`` on the same data;
+1. the exact Hessian diagonal of the blog's MLP (``method="fast"`` and ``"hvp"``) over the training
+   set, as a ratio to one full-batch jitted gradient of ``obd.mlp.loss`` on the same data;
 2. the naive alternative, one Hessian-vector product per parameter, timed on a few hundred
    parameters (checked against ``fast``) and extrapolated to all of them;
 3. growth of ``fast`` and of the gradient, in time and compiled memory, with the number of
@@ -38,8 +38,10 @@ from common import fit_exponent, frame, interleaved, machine_facts, memory, rati
 from common import row as make_row
 from figures import plot_all
 from notebook_times import merge, parse_logs
-from obd import hessian, model, prune, saliency, train
-from obd.data import DataUnavailableError, load_mnist
+from obd import hessian, mlp, prune, saliency
+from obd.study import model as blog_model
+from obd.study import train
+from obd.study.data import DataUnavailableError, load_mnist
 from report import write_results
 
 
@@ -114,7 +116,7 @@ def diag_fn(method: str):
     return functools.partial(hessian.hessian_diag, method=method)
 
 
-GRAD = jax.grad(model.loss)
+GRAD = jax.grad(mlp.loss)
 
 
 def naive_entries(params, x, y, idx, *, batch: int):
@@ -136,7 +138,7 @@ def bench_hessian(s: Settings, x_all, y_all) -> list[dict]:
     """Items 1 and 2: gradient, ``fast``, ``hvp``, one HVP and the naive per-parameter HVPs,
     interleaved; compiled memory of each; the naive entries checked against ``fast``."""
     n = s.examples
-    params = model.init_mlp(jax.random.key(SEED))
+    params = mlp.init_mlp(jax.random.key(SEED))
     x, y = jax.device_put(x_all[:n]), jax.device_put(y_all[:n])
     flat, unravel = ravel_pytree(params)
     size = flat.size
@@ -228,7 +230,7 @@ def bench_scaling(s: Settings, x_all, y_all) -> list[dict]:
     """Item 3: ``fast`` and the gradient at every point of each axis (all points interleaved),
     their compiled memory, and the log-log slope of time against size."""
     axes = {
-        "examples": [(n, model.SEED_SIZES, n) for n in s.examples_axis],
+        "examples": [(n, blog_model.BLOG_SIZES, n) for n in s.examples_axis],
         "width": [(w, (784, *(w,) * 4, 10), s.width_examples) for w in s.width_axis],
         "depth": [(d, (784, *(50,) * d, 10), s.depth_examples) for d in s.depth_axis],
     }
@@ -241,7 +243,7 @@ def bench_scaling(s: Settings, x_all, y_all) -> list[dict]:
     for axis, points in axes.items():
         fns, mems = {}, {}
         for size, sizes, n in points:
-            params = model.init_mlp(jax.random.key(SEED), sizes)
+            params = mlp.init_mlp(jax.random.key(SEED), sizes)
             x, y = jax.device_put(x_all[:n]), jax.device_put(y_all[:n])
             for name, fn in (("grad", GRAD), ("fast", diag_fn("fast"))):
                 exe = compiled(fn, params, x, y)
@@ -292,7 +294,7 @@ def bench_scaling(s: Settings, x_all, y_all) -> list[dict]:
 LOAD = """
 import json, sys, time
 t0 = time.perf_counter()
-from obd.data import load_mnist
+from obd.study.data import load_mnist
 cold = sys.argv[1] == "cold"
 times = []
 for _ in range(1 if cold else int(sys.argv[2])):

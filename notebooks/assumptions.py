@@ -48,14 +48,15 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from obd.data import load_mnist
+from obd.checks import check_number
 from obd.hessian import hessian_diag
-from obd.io import atomic_path
-from obd.model import load_params
-from obd.params import check_no_unknown, check_number
-from obd.plots import save_figure
+from obd.pipeline.io import atomic_path
+from obd.pipeline.params import check_no_unknown
 from obd.prune import masks
 from obd.saliency import saliency
+from obd.study.data import load_mnist
+from obd.study.model import load_params
+from obd.study.plots import save_figure
 from obd.taylor import loss_change_curve
 
 _before = set(globals())

@@ -17,7 +17,7 @@
 #
 # The 2016 blog published, for each of its five runs, the TensorFlow checkpoint its pruning script
 # restored, the accuracy log it wrote (`results.txt`) and its scripts. This notebook loads those
-# checkpoints, replays the scripts' procedure exactly (`obd.blog2016_replay`: the float32
+# checkpoints, replays the scripts' procedure exactly (`obd.study.blog2016_replay`: the float32
 # `-sum(y * log(softmax(z)))` with TensorFlow 0.10's gradient rules, the Hessian row sum `H·1` per
 # TensorFlow variable, a fresh batch of 64 per level, TensorFlow's own `top_k`, the restore step at
 # the pruned weights), explains each logged curve with controlled experiments, and shows what the
@@ -41,14 +41,15 @@ import pandas as pd
 from IPython.display import display
 from scipy.stats import truncnorm
 
-from obd import blog2016 as blog
-from obd import blog2016_analysis as ana
-from obd import blog2016_replay as rep
+from obd.checks import check_number
 from obd.hessian import hessian_diag
-from obd.io import atomic_path
-from obd.model import accuracy
-from obd.params import check_no_unknown, check_number
-from obd.plots import save_figure
+from obd.mlp import accuracy
+from obd.pipeline.io import atomic_path
+from obd.pipeline.params import check_no_unknown
+from obd.study import blog2016 as blog
+from obd.study import blog2016_analysis as ana
+from obd.study import blog2016_replay as rep
+from obd.study.plots import save_figure
 
 _before = set(globals())
 
@@ -117,12 +118,12 @@ for r in runs:
     rows.append({
         "run": r, "script": spec.script, "layout": spec.layout,
         "logged": logs[r][0][1],
-        "accuracy (JAX, obd.model)": float(accuracy(params[r], *test)),
+        "accuracy (JAX, obd.mlp)": float(accuracy(params[r], *test)),
         "accuracy (TF replay graph)": rep.test_accuracy(variables, *test, layout=spec.layout),
     })  # fmt: skip
 unpruned = pd.DataFrame(rows)
 unpruned["equal to 4 decimals"] = (
-    unpruned["accuracy (JAX, obd.model)"].round(4) == unpruned.logged
+    unpruned["accuracy (JAX, obd.mlp)"].round(4) == unpruned.logged
 ) & (unpruned["accuracy (TF replay graph)"].round(4) == unpruned.logged)
 display(unpruned)
 assert unpruned["equal to 4 decimals"].all(), "an unpruned accuracy differs from its log"
@@ -158,7 +159,7 @@ display(init)
 # `read_data_sets` of TensorFlow 0.10 kept MNIST's original order and `next_batch` did not shuffle
 # before its first epoch, so a run that restored its checkpoint pruned level *i* on training images
 # `5000 + 64 i ... 5063 + 64 i` of the original files. TFDS stores MNIST in another order; sorting
-# TFDS's own key hashes recovers the original one (`obd.blog2016.original_order`, checked against
+# TFDS's own key hashes recovers the original one (`obd.study.blog2016.original_order`, checked against
 # MNIST's well-known first labels).
 
 # %%

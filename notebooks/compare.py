@@ -28,16 +28,17 @@ import pandas as pd
 from IPython.display import Markdown, display
 from matplotlib.lines import Line2D
 
-from obd.io import write_text
-from obd.model import load_params
-from obd.params import check_no_unknown, check_number
-from obd.plots import plot_published, plot_variant, save_figure, style_axes
-from obd.study import (
+from obd.checks import check_number
+from obd.pipeline.io import write_text
+from obd.pipeline.params import check_no_unknown
+from obd.study.model import load_params
+from obd.study.plots import plot_published, plot_variant, save_figure, style_axes
+from obd.study.variants import (
+    BLOG_FAMILIES,
     FAMILY_LABELS,
-    SEED_FAMILIES,
+    blog_variant,
     load_sweeps,
     parse_variant,
-    seed_variant,
     summary_markdown,
     summary_table,
 )
@@ -82,8 +83,8 @@ if not models.empty:
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(13, 5))
 for ax in axes:
-    for family in SEED_FAMILIES:
-        v = seed_variant(family, as_published=False)
+    for family in BLOG_FAMILIES:
+        v = blog_variant(family, as_published=False)
         if v.name in set(df.variant):
             plot_variant(ax, df, v)
             plot_published(ax, family, v.color, max_pruned=20)
@@ -92,7 +93,7 @@ style_axes(axes[1], xmax=20, title="the same, test accuracy 0.90-0.98")
 axes[1].set_ylim(0.90, 0.98)
 handles, labels = axes[0].get_legend_handles_labels()
 fig.legend(handles, labels, fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, 0.0))
-save_figure(fig, figures_dir, "fig1_seed_variants")
+save_figure(fig, figures_dir, "fig1_blog_variants")
 plt.show()
 
 # %% [markdown]
@@ -106,7 +107,7 @@ plt.show()
 fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
 for ax in axes:
     for family in ("obd_global", "obd_global_dropout"):
-        v = seed_variant(family, as_published=False)
+        v = blog_variant(family, as_published=False)
         if v.name in set(df.variant):
             plot_variant(ax, df, v)
             if ax is axes[0]:
@@ -171,13 +172,13 @@ if not margins.empty:
 # too); solid: corrected (|w|, exact OBD diagonal, kernels only); dashed markers: the blog's logs.
 
 # %%
-fig, axes = plt.subplots(1, len(SEED_FAMILIES), figsize=(4 * len(SEED_FAMILIES), 4), sharey=True)
-for ax, family in zip(axes, SEED_FAMILIES, strict=True):
+fig, axes = plt.subplots(1, len(BLOG_FAMILIES), figsize=(4 * len(BLOG_FAMILIES), 4), sharey=True)
+for ax, family in zip(axes, BLOG_FAMILIES, strict=True):
     for as_published, style in ((False, "-"), (True, ":")):
-        v = seed_variant(family, as_published=as_published)
+        v = blog_variant(family, as_published=as_published)
         if v.name in set(df.variant):
             plot_variant(ax, df, v, linestyle=style)
-    plot_published(ax, family, seed_variant(family, as_published=False).color)
+    plot_published(ax, family, blog_variant(family, as_published=False).color)
     style_axes(ax, title=FAMILY_LABELS[family])
 for ax in axes[1:]:
     ax.set_ylabel("")

@@ -47,15 +47,16 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from obd import convnets
 from obd import saliency as sal
-from obd.data import load_mnist
+from obd.checks import check_number
 from obd.hessian import hessian_diag
-from obd.io import atomic_path
 from obd.obs_nets import obs_sweep_model
-from obd.params import check_choice, check_no_unknown, check_number
+from obd.pipeline.io import atomic_path
+from obd.pipeline.params import check_choice, check_no_unknown
 from obd.prune import layer_sparsity, masks, sweep
 from obd.retrain import check_schedule, iterative_prune, round_steps
+from obd.study import convnets
+from obd.study.data import load_mnist
 
 _before = set(globals())
 

@@ -41,10 +41,11 @@ import pandas as pd
 from IPython.display import Markdown, display
 from matplotlib.legend_handler import HandlerTuple
 
-from obd import convnet_summary as cs
-from obd.io import write_text
-from obd.params import check_no_unknown, check_number
-from obd.plots import save_figure
+from obd.checks import check_number
+from obd.pipeline.io import write_text
+from obd.pipeline.params import check_no_unknown
+from obd.study import convnet_summary as cs
+from obd.study.plots import save_figure
 
 _before = set(globals())
 

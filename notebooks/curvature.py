@@ -28,13 +28,13 @@
 # | `empirical-fisher` | empirical Fisher | `mean_n g_n^2`, per-example gradients at the true labels |
 # | `mc-fisher` | Monte-Carlo Fisher | the same with one label per example sampled from the model's softmax; unbiased for the Fisher = Gauss-Newton = (ReLU) exact diagonal |
 # | `adam-nu` | Adam's second moment | fresh `optax.scale_by_adam` (b1 0.9, b2 0.999, eps 1e-8) fed `adam_steps` gradients of the mean loss on batches of 64 drawn as in training, **learning rate 0** (weights fixed at the trained values); `nu` bias-corrected, `nu / (1 - b2^steps)` (jaxpruner's `adam-fisher` idea, which reuses the training optimizer's `nu`) |
-# | `seed-rowsum` | the blog's score | `obd.saliency` `"seed_obd"`: the Hessian row sum `H 1` of the loss summed over one random batch of 64, ranked signed, no `w^2` (the score itself, not `0.5 d w^2`) |
+# | `blog-rowsum` | the blog's score | `obd.saliency` `"blog_obd"`: the Hessian row sum `H 1` of the loss summed over one random batch of 64, ranked signed, no `w^2` (the score itself, not `0.5 d w^2`) |
 # | `magnitude` | constant | `|w|`, for reference |
 #
 # All curvature estimates use the same examples as the exact diagonal (the training set, or its first
-# `hessian_examples` images), except `seed-rowsum`, which draws its 64 from the whole training set as
+# `hessian_examples` images), except `blog-rowsum`, which draws its 64 from the whole training set as
 # in the study. Times: compilation is kept apart (`obd.curvature.timed`: ahead-of-time compile, then
-# one timed run, `jax.block_until_ready`); `seed-rowsum` is timed on a second call. `model` may be a
+# one timed run, `jax.block_until_ready`); `blog-rowsum` is timed on a second call. `model` may be a
 # list of checkpoints (one per training seed): every estimate is made for each, the accuracy and
 # overlap curves are drawn as the median over seeds with the range as a band, and the agreement and
 # costs are given per seed and as means.
@@ -51,16 +51,17 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from obd import curvature as cv
-from obd.data import load_mnist
+from obd.checks import check_number
 from obd.hessian import hessian_diag
-from obd.io import atomic_path
-from obd.model import load_params
-from obd.params import check_no_unknown, check_number
-from obd.plots import save_figure
+from obd.pipeline.io import atomic_path
+from obd.pipeline.params import check_no_unknown
 from obd.prune import ranks as prune_ranks
 from obd.prune import sweep
 from obd.saliency import saliency
-from obd.study import tolerated_fraction
+from obd.study.data import load_mnist
+from obd.study.model import load_params
+from obd.study.plots import save_figure
+from obd.study.variants import tolerated_fraction
 
 _before = set(globals())
 
@@ -71,7 +72,7 @@ fractions = None  # accuracy curves; None: 0 to 100% in 2% steps
 overlap_fractions = [0.5, 0.8, 0.9]  # where the pruned sets are compared
 hutchinson_probes = [1, 10, 100]
 adam_steps = 1000  # ~1 epoch of batches of 64
-seed = 0  # PRNG seed of the probes, sampled labels, Adam batches and the seed's batch of 64
+seed = 0  # PRNG seed of the probes, sampled labels, Adam batches and the blog's batch of 64
 figures_dir = "../scratch/figures"  # make reproduce writes figures/ and results/; by hand: scratch/
 out = "../scratch/curvature.csv"  # summary; the accuracy curves go to <out stem>-sweeps.csv
 
@@ -133,8 +134,8 @@ def estimates(params):
         cv.finite_or_raise(name, d)
     scores = {name: saliency("obd", params, hdiag=d) for name, d in diags.items()}
     seed_key = jax.random.fold_in(key, 4)
-    scores["seed-rowsum"], times["seed-rowsum"] = cv.timed(
-        lambda: saliency("seed_obd", params, key=seed_key, x=x_train, y=y_train, scope="global"),
+    scores["blog-rowsum"], times["blog-rowsum"] = cv.timed(
+        lambda: saliency("blog_obd", params, key=seed_key, x=x_train, y=y_train, scope="global"),
         jit=False,
     )
     scores["magnitude"] = saliency("magnitude", params)
@@ -217,7 +218,7 @@ with pd.option_context("display.float_format", "{:.3f}".format, "display.width",
 names = list(summary.saliency.drop_duplicates())
 STYLE = {"exact": dict(color="black", lw=2.5), "empirical-fisher": dict(color="tab:blue", ls="--"),
          "mc-fisher": dict(color="tab:cyan", ls="-."), "adam-nu": dict(color="tab:green", ls=":", lw=2),
-         "seed-rowsum": dict(color="tab:brown"), "magnitude": dict(color="tab:gray", ls="--")}  # fmt: skip
+         "blog-rowsum": dict(color="tab:brown"), "magnitude": dict(color="tab:gray", ls="--")}  # fmt: skip
 # Hutchinson's estimates: clearly different hues and dashes, not shades of one colour
 HUTCHINSON = [("tab:orange", "-"), ("tab:purple", "--"), ("tab:pink", ":"), ("tab:olive", "-."),
               ("tab:red", (0, (5, 1, 1, 1)))]  # fmt: skip

@@ -41,12 +41,13 @@ import pandas as pd
 from IPython.display import display
 
 from obd import obs
-from obd.data import load_mnist
-from obd.io import atomic_path
-from obd.model import load_params
-from obd.params import check_no_unknown, check_number
+from obd.checks import check_number
+from obd.pipeline.io import atomic_path
+from obd.pipeline.params import check_no_unknown
 from obd.prune import layer_sparsity
-from obd.study import COLORS, MODELS, RESULT_COLUMNS, default_fractions
+from obd.study.data import load_mnist
+from obd.study.model import load_params
+from obd.study.variants import COLORS, MODELS, RESULT_COLUMNS, default_fractions
 
 _before = set(globals())
 

@@ -36,13 +36,15 @@ from IPython.display import display
 
 from obd import obs
 from obd import saliency as sal
-from obd.data import load_mnist
+from obd.checks import check_number
 from obd.hessian import hessian_diag
-from obd.io import atomic_path
-from obd.model import accuracy, load_params
-from obd.params import check_choice, check_no_unknown, check_number
+from obd.mlp import accuracy
+from obd.pipeline.io import atomic_path
+from obd.pipeline.params import check_choice, check_no_unknown
 from obd.prune import apply_masks, masks, sweep
-from obd.study import MODELS, RESULT_COLUMNS, default_fractions
+from obd.study.data import load_mnist
+from obd.study.model import load_params
+from obd.study.variants import MODELS, RESULT_COLUMNS, default_fractions
 
 _before = set(globals())
 

@@ -20,7 +20,7 @@
 #
 # * `magnitude`: |w|; `obd`: 0.5 h_kk w_k^2 with the **exact** Hessian diagonal over the whole
 #   training set; `random`: a baseline.
-# * `seed_magnitude` and `seed_obd` reproduce the blog's code as published: it ranked the signed
+# * `blog_magnitude` and `blog_obd` reproduce the blog's code as published: it ranked the signed
 #   weight (removing the most negative first) and the Hessian row sum on one batch of 64.
 
 # %%
@@ -33,19 +33,20 @@ import pandas as pd
 from IPython.display import display
 
 from obd import saliency as sal
-from obd.data import load_mnist
+from obd.checks import check_number
 from obd.hessian import hessian_diag
-from obd.io import atomic_path
-from obd.model import load_params
-from obd.params import check_choice, check_no_unknown, check_number
+from obd.pipeline.io import atomic_path
+from obd.pipeline.params import check_choice, check_no_unknown
 from obd.prune import layer_sparsity, masks, sweep
-from obd.study import MODELS, RESULT_COLUMNS, SCOPES, default_fractions
+from obd.study.data import load_mnist
+from obd.study.model import load_params
+from obd.study.variants import MODELS, RESULT_COLUMNS, SCOPES, default_fractions
 
 _before = set(globals())
 
 # %% tags=["parameters"]
 model = "../results/models/plain-seed0.npz"  # one checkpoint or a list (one per seed)
-saliency = "obd"  # magnitude | obd | random | seed_magnitude | seed_obd
+saliency = "obd"  # magnitude | obd | random | blog_magnitude | blog_obd
 scope = "global"
 include_biases = False
 fractions = None  # None: 0..1 in 1% steps; or a list of fractions
@@ -58,7 +59,7 @@ check_no_unknown(
     _before,
     ["model", "saliency", "scope", "include_biases", "fractions", "hessian_examples", "out"],
 )
-check_choice("saliency", saliency, sal.SALIENCY_KINDS)
+check_choice("saliency", saliency, sal.saliency_kinds())
 check_choice("scope", scope, SCOPES)
 check_choice("include_biases", include_biases, [True, False])
 models = [model] if isinstance(model, str) else list(model)

@@ -42,15 +42,16 @@ import pandas as pd
 from IPython.display import display
 
 from obd import saliency as sal
-from obd.data import load_mnist
+from obd.checks import check_number
 from obd.hessian import hessian_diag
-from obd.io import atomic_path
-from obd.model import load_params
-from obd.params import check_choice, check_no_unknown, check_number
-from obd.plots import save_figure
+from obd.pipeline.io import atomic_path
+from obd.pipeline.params import check_choice, check_no_unknown
 from obd.prune import layer_sparsity, sweep
 from obd.retrain import check_schedule, halving_schedule, iterative_prune
-from obd.study import COLORS, MODELS, default_fractions
+from obd.study.data import load_mnist
+from obd.study.model import load_params
+from obd.study.plots import save_figure
+from obd.study.variants import COLORS, MODELS, default_fractions
 
 _before = set(globals())
 
@@ -59,7 +60,7 @@ model = "../results/models/plain-seed0.npz"  # one checkpoint or a list (one per
 schedule = None  # None: 50, 75, 87.5, 93.75, 96.9% (halving); or increasing fractions in (0, 1]
 retrain_steps = 8000  # Adam steps of retraining after each pruning round
 oneshot_retrain = True  # also run the control: one-shot OBD to the last level, then retrained
-learning_rate = 1e-4  # the seed's training learning rate
+learning_rate = 1e-4  # the blog's training learning rate
 hessian_examples = None  # None: all 60,000 training images; or the first N
 out = "../scratch/retrain/retrain-plain.csv"  # make reproduce writes results/ and figures/
 figures_dir = "../scratch/figures"

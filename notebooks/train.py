@@ -25,10 +25,11 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from obd.io import atomic_path
-from obd.model import save_params
-from obd.params import check_no_unknown, check_number
-from obd.train import TrainConfig, train
+from obd.checks import check_number
+from obd.pipeline.io import atomic_path
+from obd.pipeline.params import check_no_unknown
+from obd.study.model import save_params
+from obd.study.train import TrainConfig, train
 
 _before = set(globals())
 

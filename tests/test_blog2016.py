@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from obd import blog2016 as blog
-from obd import blog2016_analysis as analysis
-from obd import blog2016_replay as rep
-from obd.model import accuracy
+from obd.mlp import accuracy
+from obd.study import blog2016 as blog
+from obd.study import blog2016_analysis as analysis
+from obd.study import blog2016_replay as rep
 
 TINY = (6, 4, 3, 3)  # two hidden layers: the same code paths as the blog's five layers
 

@@ -1,4 +1,4 @@
-"""obd.convnet_summary and the convnet findings, on small tables with hand-computed answers."""
+"""obd.study.convnet_summary and the convnet findings, on small tables with hand-computed answers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from convnet_synthetic import write_study
-from obd import convnet_summary as cs
-from obd import findings
+from obd.study import convnet_summary as cs
+from obd.study import findings
 
 
 def _oneshot(rows: list[tuple], arch: str = "lenet5") -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""obd.convnets (the convnet study's networks: build, train, save, load) and cosine retraining."""
+"""obd.study.convnets (the convnet study's networks: build, train, save, load) and cosine retraining."""
 
 import jax
 import numpy as np
@@ -7,10 +7,11 @@ import pytest
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
-from obd import convnets, nets, retrain
+from obd import nets, retrain
 from obd.network import as_network, to_params
 from obd.prune import masks
 from obd.saliency import saliency
+from obd.study import convnets
 
 
 def _mnist_like(n=600, seed=0):

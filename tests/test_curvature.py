@@ -10,8 +10,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from obd import curvature as cv
-from obd.model import apply_mlp, init_mlp, loss
-from obd.train import batch_indices
+from obd.batches import batch_indices
+from obd.mlp import apply_mlp, init_mlp, loss
 
 SIZES = (6, 5, 4, 3)
 

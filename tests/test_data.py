@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from obd import data
+from obd.study import data
 
 
 def _mnist_reachable() -> bool:

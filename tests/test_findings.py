@@ -1,4 +1,4 @@
-"""obd.findings: every finding's numbers come from results/, and its check decides 'held'."""
+"""obd.study.findings: every finding's numbers come from results/, and its check decides 'held'."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from obd import findings
-from obd.study import RESULT_COLUMNS
+from obd.study import findings
+from obd.study.variants import RESULT_COLUMNS
 
 FRACTIONS = np.round(np.linspace(0, 1, 101), 4)
 
@@ -61,9 +61,9 @@ def results(tmp_path):
         "obd-global-dropout": [_cliff(0.69), _cliff(0.70)],
         "random-global-plain": [_cliff(0.01), _cliff(0.01)],
         "random-global-dropout": [_cliff(0.15), _cliff(0.14)],
-        "seed_magnitude-global-plain": [_collapse(0.1)] * 2,
-        "seed_obd-layerwise-plain": [_collapse(0.3)] * 2,
-        "seed_obd-global-plain": [_collapse(0.3)] * 2,
+        "blog_magnitude-global-plain": [_collapse(0.1)] * 2,
+        "blog_obd-layerwise-plain": [_collapse(0.3)] * 2,
+        "blog_obd-global-plain": [_collapse(0.3)] * 2,
         "obs-layerwise-plain": [_cliff(0.68), _cliff(0.70)],
     })  # fmt: skip
     return root
@@ -111,7 +111,7 @@ def test_analysis_findings_from_their_csvs(results):
                              actual=d * (1 + ratio) * actual))  # fmt: skip
     pd.DataFrame(rows).to_csv(results / "assumptions.csv", index=False)
     spearman = {"exact": 1.0, "empirical-fisher": 0.997, "mc-fisher": 0.996, "adam-nu": 0.996,
-                "hutchinson-1": 0.05, "hutchinson-100": 0.23, "seed-rowsum": 0.03}  # fmt: skip
+                "hutchinson-1": 0.05, "hutchinson-100": 0.23, "blog-rowsum": 0.03}  # fmt: skip
     pd.DataFrame({"saliency": list(spearman), "spearman": list(spearman.values())}).to_csv(
         results / "curvature.csv", index=False
     )

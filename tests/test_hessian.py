@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from obd import model
+from obd import mlp as model
 from obd.hessian import METHODS, hessian_diag, hvp
 
 

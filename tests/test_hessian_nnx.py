@@ -14,9 +14,10 @@ import pytest
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
-from obd import model as mlp_model
+from obd import mlp as mlp_model
 from obd import nets
 from obd.hessian import hessian_diag, hvp
+from obd.study import architectures
 
 F64 = {"param_dtype": jnp.float64}
 
@@ -186,7 +187,7 @@ def _split_like(v, state):
 
 
 def test_nnx_mlp_equals_the_plain_pytree():
-    """The seed MLP is one such network: NNX and list-of-dicts give the same diagonal, and the
+    """The blog's MLP is one such network: NNX and list-of-dicts give the same diagonal, and the
     independent "hvp" path agrees for a smooth activation."""
     rngs = nnx.Rngs(3)
     model = nnx.Sequential(
@@ -216,10 +217,10 @@ def test_nnx_mlp_equals_the_plain_pytree():
 
 
 def test_study_networks():
-    lenet5 = nets.lenet5(nnx.Rngs(0))
+    lenet5 = architectures.lenet5(nnx.Rngs(0))
     assert nets.n_params(lenet5) == 431_080
-    assert nets.n_params(nets.lenet_300_100(nnx.Rngs(0))) == 266_610
-    assert nets.n_params(nets.seed_mlp(nnx.Rngs(0))) == 47_410
+    assert nets.n_params(architectures.lenet_300_100(nnx.Rngs(0))) == 266_610
+    assert nets.n_params(architectures.blog_mlp(nnx.Rngs(0))) == 47_410
     x, y = _data(3, shape=(28, 28, 1), classes=10)
     h = hessian_diag(lenet5, x.astype(jnp.float32), y)
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(h))

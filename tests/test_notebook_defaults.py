@@ -89,12 +89,12 @@ def build_base(root: Path) -> None:
     two sweeps, synthetic convnet runs and a committed figure."""
     import jax
 
-    from obd.data import load_mnist
-    from obd.model import save_params
     from obd.prune import sweep
     from obd.saliency import saliency
-    from obd.study import RESULT_COLUMNS
-    from obd.train import TrainConfig, train
+    from obd.study.data import load_mnist
+    from obd.study.model import save_params
+    from obd.study.train import TrainConfig, train
+    from obd.study.variants import RESULT_COLUMNS
 
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
     x_test, y_test = load_mnist("test")
@@ -118,14 +118,14 @@ def build_base(root: Path) -> None:
 
     write_study(root / "results", seeds=(0,))
     (root / "figures").mkdir()
-    (root / "figures" / "fig1_seed_variants.png").write_bytes(b"\x89PNG committed figure")
+    (root / "figures" / "fig1_blog_variants.png").write_bytes(b"\x89PNG committed figure")
 
 
 def _runnable(stem: str) -> bool:
     if stem in PENDING or stem not in TINY:
         return False
     if stem == "blog_replay":
-        from obd import blog2016
+        from obd.study import blog2016
 
         return blog2016.blog_available()
     return True
@@ -135,7 +135,7 @@ def run_all(root: Path, stems: list[str]) -> None:
     """Build the layout in ``root``/base and record its digests (``base.json``); then run each
     notebook of ``stems`` (every runnable one when empty) with its defaults and ``TINY`` sizes in
     its own copy ``root``/STEM, recording ``root``/STEM.json: ``{"error": traceback or None}``."""
-    from obd.runner import run_notebook
+    from obd.pipeline.runner import run_notebook
 
     base = root / "base"
     build_base(base)
@@ -164,7 +164,7 @@ def test_defaults_leave_results_and_figures_unchanged(notebook_defaults_runs, pa
     if path.stem not in TINY:
         pytest.fail(f"add tiny size parameters for {path.name} to TINY in {Path(__file__).name}")
     if path.stem == "blog_replay":
-        from obd import blog2016
+        from obd.study import blog2016
 
         if not blog2016.blog_available():
             pytest.skip(f"the blog's files are not here (set {blog2016.ENV_VAR})")

@@ -12,7 +12,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from obd.study import RESULT_COLUMNS
+from obd.study.variants import RESULT_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -31,7 +31,7 @@ def _notebook(tmp_path: Path, source: str) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell(
-            "from obd.params import check_no_unknown\n_before = set(globals())"
+            "from obd.pipeline.params import check_no_unknown\n_before = set(globals())"
         ),
         nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(source),
@@ -48,7 +48,9 @@ def _notebook(tmp_path: Path, source: str) -> Path:
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "obd.runner", *args, "--quiet"], capture_output=True, text=True
+        [sys.executable, "-m", "obd.pipeline.runner", *args, "--quiet"],
+        capture_output=True,
+        text=True,
     )
 
 
@@ -97,7 +99,7 @@ def test_quick_pipeline_writes_tidy_csvs(quick_pipeline):
 
 @pytest.mark.slow
 def test_quick_pipeline_renders_figures(quick_pipeline):
-    for name in ("fig1_seed_variants", "fig2_obd_dropout", "fig3_as_published_vs_corrected"):
+    for name in ("fig1_blog_variants", "fig2_obd_dropout", "fig3_as_published_vs_corrected"):
         png = quick_pipeline / "figures" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert (quick_pipeline / "figures" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
@@ -129,7 +131,7 @@ def test_quick_pipeline_reports_are_complete(quick_pipeline):
 
 
 def test_published_numbers_are_complete():
-    from obd.study import load_published
+    from obd.study.variants import load_published
 
     pub = load_published()
     counts = pub.groupby("variant").size().to_dict()

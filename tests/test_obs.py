@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from obd import obs
-from obd.model import accuracy, init_mlp, loss, module_from_params
+from obd.mlp import accuracy, init_mlp, loss, module_from_params
 from obd.prune import prune_counts, sweep
 
 
@@ -370,7 +370,7 @@ def test_global_obs_sweep_levels_counts_and_one_pass(update):
 def test_global_obs_update_lowers_the_loss_at_low_sparsity(toy_data):
     """On a trained net the quadratic model holds for small removals: with the update the loss
     rises less than with the same mask alone, and the estimate tracks the actual increase."""
-    from obd.train import TrainConfig, train
+    from obd.study.train import TrainConfig, train
 
     x, y, _, _ = toy_data
     cfg = TrainConfig(sizes=(20, 16, 3), steps=600, batch_size=50, chunk_steps=200)
@@ -387,6 +387,7 @@ def test_global_obs_accepts_nnx_models():
     from flax import nnx
 
     from obd import nets
+    from obd.study import architectures
 
     params, x, y = _deep_net(seed=5, sizes=(6, 5, 3), dtype=jnp.float32)
     a = obs.global_obs_sweep(params, x, y, [0.0, 0.5], x, y)
@@ -399,7 +400,7 @@ def test_global_obs_accepts_nnx_models():
     d = obs.global_obs_sweep(plain, x, y, [0.0, 0.3, 0.7], x, y, activation="leaky_relu")
     pd.testing.assert_frame_equal(c, d)
     with pytest.raises(ValueError, match="dense layers"):
-        obs.global_obs_sweep(nets.lenet5(nnx.Rngs(0)), x, y, [0.5], x, y)
+        obs.global_obs_sweep(architectures.lenet5(nnx.Rngs(0)), x, y, [0.5], x, y)
 
 
 def test_global_obs_bad_input_raises_value_error():

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from obd import nets
-from obd.model import init_mlp
+from obd.mlp import init_mlp
 from obd.network import as_network
 from obd.obs import obs_sweep
 from obd.obs_nets import design_matrices, obs_sweep_model

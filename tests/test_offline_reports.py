@@ -1,6 +1,6 @@
 """What a reader opens works offline and carries no machine paths.
 
-* A notebook run through ``obd.runner`` with absolute path arguments: its executed ``.ipynb``,
+* A notebook run through ``obd.pipeline.runner`` with absolute path arguments: its executed ``.ipynb``,
   its ``.html`` and its failed copy hold no absolute path (repository, working folder, home,
   temporary folder, Python installation), and its HTML loads nothing from the network.
 * Every HTML page the QUICK pipeline writes (the per-notebook exports and every page of the site)
@@ -24,7 +24,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from obd import portable
+from obd.pipeline import portable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,7 +113,7 @@ def test_executed_reports_carry_no_machine_paths(tmp_path):
     nb = _path_notebook(root / "notebooks")
     report = root / "reports" / "paths"
     elsewhere = "/nonexistent-obd-data/mnist"  # outside the repository, home and temporary folders
-    cmd = [sys.executable, "-m", "obd.runner", str(nb), str(report), "-p", "out",
+    cmd = [sys.executable, "-m", "obd.pipeline.runner", str(nb), str(report), "-p", "out",
            str(root / "results" / "x.txt"), "-p", "data_dir", elsewhere, "--quiet"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
@@ -270,7 +270,7 @@ def _check_first_screen(index: Path, results: Path, out: Path) -> Path:
     numbers and a link to every figure lie in the first 800 pixels; return the screenshot."""
     from PIL import Image
 
-    from obd import findings, report
+    from obd.study import findings, report
 
     browser = _chromium()
     if browser is None:
@@ -327,7 +327,7 @@ def _synthetic_results(results: Path) -> None:
     import numpy as np
     import pandas as pd
 
-    from obd.study import RESULT_COLUMNS
+    from obd.study.variants import RESULT_COLUMNS
 
     def cliff(tolerated):  # accuracy flat up to ``tolerated``, then falling
         return lambda f: 0.97 if f <= tolerated + 1e-9 else max(0.1, 0.95 - 3 * (f - tolerated))
@@ -354,14 +354,14 @@ def _synthetic_results(results: Path) -> None:
 
 @pytest.mark.slow
 def test_front_page_first_screen_at_1280x800(tmp_path):
-    from obd import report
+    from obd.study import report
 
     if _chromium() is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
     root = tmp_path / "repo"
     (root / "reports").mkdir(parents=True)
     (root / "figures").mkdir()
-    for stem in ("fig1_seed_variants", "fig2_obd_dropout", "fig3_as_published_vs_corrected",
+    for stem in ("fig1_blog_variants", "fig2_obd_dropout", "fig3_as_published_vs_corrected",
                  "fig6_retraining"):  # fmt: skip
         (root / "figures" / f"{stem}.png").write_bytes(_PNG)
     _synthetic_results(root / "results")

@@ -1,4 +1,4 @@
-"""obd.outputs: a run records what it wrote; a changed or missing output un-marks the run."""
+"""obd.pipeline.outputs: a run records what it wrote; a changed or missing output un-marks the run."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from obd import outputs
-from obd.io import write_text
+from obd.pipeline import outputs
+from obd.pipeline.io import write_text
 
 
 def _writer_notebook(tmp_path: Path) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_code_cell("from obd.io import write_text", metadata={}),
+        nbformat.v4.new_code_cell("from obd.pipeline.io import write_text", metadata={}),
         nbformat.v4.new_code_cell("out = 'scratch.txt'", metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell("write_text(out, 'made by the notebook')"),
     ]
@@ -36,7 +36,7 @@ def test_run_records_outputs_and_check_unmarks_changed_ones(tmp_path):
     target = tmp_path / "results" / "a.txt"
     reports = tmp_path / "reports"
     proc = subprocess.run(
-        [sys.executable, "-m", "obd.outputs", "run", str(nb), str(reports / "writer"),
+        [sys.executable, "-m", "obd.pipeline.outputs", "run", str(nb), str(reports / "writer"),
          "-p", "out", str(target), "--quiet"],
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
@@ -46,7 +46,7 @@ def test_run_records_outputs_and_check_unmarks_changed_ones(tmp_path):
     assert manifest == {"../results/a.txt": outputs.sha256(target)}
     html = reports / "writer.html"
 
-    check = [sys.executable, "-m", "obd.outputs", "check", str(reports)]
+    check = [sys.executable, "-m", "obd.pipeline.outputs", "check", str(reports)]
     unchanged = subprocess.run(check, capture_output=True, text=True, cwd=tmp_path)
     assert unchanged.returncode == 0 and unchanged.stdout == "" and html.is_file()
 
@@ -79,13 +79,13 @@ def test_check_from_another_working_directory(tmp_path):
     (tmp_path / "repo").mkdir()
     (tmp_path / "elsewhere").mkdir()
     proc = subprocess.run(
-        [sys.executable, "-m", "obd.outputs", "run", str(nb), "reports/writer",
+        [sys.executable, "-m", "obd.pipeline.outputs", "run", str(nb), "reports/writer",
          "-p", "out", "results/a.txt", "--quiet"],
         capture_output=True, text=True, cwd=tmp_path / "repo",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     reports = tmp_path / "repo" / "reports"
-    check = [sys.executable, "-m", "obd.outputs", "check"]
+    check = [sys.executable, "-m", "obd.pipeline.outputs", "check"]
     for cwd, where in [
         (tmp_path / "elsewhere", str(reports)),
         (reports, "."),

@@ -4,7 +4,8 @@ import numpy as np
 import optax
 import pytest
 
-from obd import model, prune
+from obd import mlp as model
+from obd import prune
 from obd.saliency import saliency
 
 

@@ -92,12 +92,12 @@ def test_conv_weights_are_pruned_individually_and_sparsity_is_reported():
     assert from_params[kernels]["n_pruned"].tolist() == table[kernels]["n_pruned"].tolist()
 
 
-def test_seed_obd_row_sums_on_nnx_match_the_dense_hessian():
+def test_blog_obd_row_sums_on_nnx_match_the_dense_hessian():
     with jax.enable_x64(True):
         model, (x, y) = _model(dtype=jnp.float64), _data(n=64)
         graphdef, state = nnx.split(model, nnx.Param)
         flat, unravel = ravel_pytree(state)
-        scores = saliency("seed_obd", model, x=x, y=y, key=0, batch_size=64)
+        scores = saliency("blog_obd", model, x=x, y=y, key=0, batch_size=64)
 
         def summed(f):
             logits = nnx.merge(graphdef, unravel(f))(jnp.asarray(x, jnp.float64))

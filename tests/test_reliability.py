@@ -21,18 +21,21 @@ import pandas as pd
 import pytest
 from flax import nnx
 
-from obd import convnets, io, nets, obs, prune, runner
 from obd import curvature as cv
+from obd import nets, obs, prune
 from obd.checks import check_examples
 from obd.hessian import hessian_diag
-from obd.model import accuracy, init_mlp, load_params, module_from_params, save_params
+from obd.mlp import accuracy, init_mlp, module_from_params
 from obd.obs_nets import obs_sweep_model
+from obd.pipeline import io, runner
 from obd.prune import prune_counts
 from obd.retrain import iterative_prune, retrain_masked
 from obd.saliency import saliency
-from obd.study import load_sweeps
+from obd.study import convnets
+from obd.study.model import load_params, save_params
+from obd.study.train import TrainConfig, train
+from obd.study.variants import load_sweeps
 from obd.taylor import loss_change_curve
-from obd.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (20, 8, 3)
@@ -340,7 +343,7 @@ def test_runner_refuses_an_unwritable_output_before_any_work(tmp_path):
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "obd.runner", *args, "--quiet"],
+        [sys.executable, "-m", "obd.pipeline.runner", *args, "--quiet"],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -515,7 +518,7 @@ def test_clean_stale_never_removes_a_users_hidden_files(tmp_path, monkeypatch):
 def test_clean_stale_removes_a_killed_site_build_but_no_user_folder(tmp_path, monkeypatch):
     """The report site builds in a marked hidden folder of reports/: a build killed midway leaves
     that folder, which the next run removes; a user's hidden folder is kept."""
-    from obd import report
+    from obd.study import report
 
     seen = []
     real = report.tempfile.TemporaryDirectory
@@ -540,7 +543,7 @@ def test_clean_stale_removes_a_killed_site_build_but_no_user_folder(tmp_path, mo
 
 def test_lock_makes_a_second_run_wait(tmp_path):
     lock = tmp_path / "r" / ".reproduce.lock"
-    cmd = [sys.executable, "-m", "obd.io", "locked", str(lock)]
+    cmd = [sys.executable, "-m", "obd.pipeline.io", "locked", str(lock)]
     log = tmp_path / "log"
     first = subprocess.Popen(
         [*cmd, "sh", "-c", f"echo first-start >> {log}; sleep 3; echo first-end >> {log}"]
@@ -593,9 +596,9 @@ def _planned(out: str) -> set[str]:
     """The report names a ``make -n`` would (re)build."""
     names = set()
     for line in out.splitlines():
-        if "obd.outputs run " in line:
+        if "obd.pipeline.outputs run " in line:
             names.add(Path(line.split()[5]).name)
-        elif "obd.report " in line:
+        elif "obd.study.report " in line:
             names.add("index")
     return names
 
@@ -698,7 +701,7 @@ def test_killed_run_resumes_and_a_concurrent_run_waits(tmp_path):
     params, meta = load_params(dirs["results"] / "models" / "plain-seed0.npz")
     assert meta["config"]["steps"] == 300
     again = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "obd.runner" not in again.stdout + again.stderr
+    assert again.returncode == 0 and "obd.pipeline.runner" not in again.stdout + again.stderr
     assert "▶" not in again.stdout, again.stdout[-2000:]
     manifest = dirs["reports"] / "train-plain-seed0.outputs.json"
     assert json.loads(manifest.read_text())["outputs"]

@@ -1,4 +1,4 @@
-"""obd.report: the report site is built from executed notebooks, offline, clean and readable."""
+"""obd.study.report: the report site is built from executed notebooks, offline, clean and readable."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from obd import report
+from obd.study import report
 
 PNG = (  # a 1x1 PNG
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f"
@@ -41,7 +41,7 @@ def _executed(tmp_path: Path, root: Path) -> None:
     nbformat.write(nb, src)
     out = root / "results" / "models" / "plain-seed0.npz"
     proc = subprocess.run(
-        [sys.executable, "-m", "obd.runner", str(src), str(root / "reports" / "train-plain-seed0"),
+        [sys.executable, "-m", "obd.pipeline.runner", str(src), str(root / "reports" / "train-plain-seed0"),
          "-p", "out", str(out), "--quiet"],
         capture_output=True, text=True,
     )  # fmt: skip

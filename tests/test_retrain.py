@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from obd import retrain
-from obd.model import init_mlp, loss
+from obd.mlp import init_mlp, loss
 from obd.prune import apply_masks, masks, prune_counts
 from obd.saliency import saliency
 

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from obd import model, prune
-from obd.saliency import SALIENCY_KINDS, SCOPES, draw_batch, saliency
+import obd.study  # noqa: F401  (registers the blog's saliencies)
+from obd import mlp as model
+from obd import prune
+from obd.saliency import SCOPES, draw_batch, saliency, saliency_kinds
 
 
 def _tree(k0, b0, k1, b1):
@@ -27,9 +29,9 @@ def _pruned(scores, k):
     return {(i, *map(int, idx)) for i, lay in enumerate(m) for idx in np.argwhere(~lay["kernel"])}
 
 
-def test_magnitude_prunes_smallest_abs_seed_magnitude_most_negative(signed_params):
+def test_magnitude_prunes_smallest_abs_blog_magnitude_most_negative(signed_params):
     mag = saliency("magnitude", signed_params)
-    seed = saliency("seed_magnitude", signed_params)
+    seed = saliency("blog_magnitude", signed_params)
     for s, p in zip(mag, signed_params, strict=True):
         np.testing.assert_array_equal(s["kernel"], np.abs(p["kernel"]))
     for s, p in zip(seed, signed_params, strict=True):
@@ -100,21 +102,21 @@ def _reference_row_sums(params, xb, yb, activation, scope):
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("scope", SCOPES)
-def test_seed_obd_matches_dense_hessian_row_sums(tiny, scope, activation):
+def test_blog_obd_matches_dense_hessian_row_sums(tiny, scope, activation):
     params, x, y = tiny
     key = jax.random.key(7)
-    got = saliency("seed_obd", params, key=key, x=x, y=y, scope=scope, activation=activation)
+    got = saliency("blog_obd", params, key=key, x=x, y=y, scope=scope, activation=activation)
     xb, yb = draw_batch(key, x, y, 64)
     want = _reference_row_sums(params, xb, yb, activation, scope)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
-def test_seed_obd_scopes_differ_and_depend_on_batch(tiny):
+def test_blog_obd_scopes_differ_and_depend_on_batch(tiny):
     params, x, y = tiny
-    glob = saliency("seed_obd", params, key=jax.random.key(1), x=x, y=y, scope="global")
-    lay = saliency("seed_obd", params, key=jax.random.key(1), x=x, y=y, scope="layerwise")
-    other = saliency("seed_obd", params, key=jax.random.key(2), x=x, y=y, scope="global")
+    glob = saliency("blog_obd", params, key=jax.random.key(1), x=x, y=y, scope="global")
+    lay = saliency("blog_obd", params, key=jax.random.key(1), x=x, y=y, scope="layerwise")
+    other = saliency("blog_obd", params, key=jax.random.key(2), x=x, y=y, scope="global")
     assert not np.allclose(ravel_pytree(glob)[0], ravel_pytree(lay)[0])
     assert not np.allclose(ravel_pytree(glob)[0], ravel_pytree(other)[0])
 
@@ -131,14 +133,14 @@ def test_draw_batch_distinct_rows_of_data(tiny):
 
 
 def test_bad_arguments_raise(signed_params, tiny):
-    with pytest.raises(ValueError, match="accepted: " + ", ".join(SALIENCY_KINDS)):
+    with pytest.raises(ValueError, match="accepted: " + ", ".join(saliency_kinds())):
         saliency("hessian", signed_params)
     with pytest.raises(ValueError, match="accepted: global, layerwise"):
         saliency("magnitude", signed_params, scope="per-neuron")
     params, x, y = tiny
     with pytest.raises(ValueError, match="x and y"):
-        saliency("seed_obd", params, key=jax.random.key(0))
+        saliency("blog_obd", params, key=jax.random.key(0))
     with pytest.raises(ValueError, match="key"):
-        saliency("seed_obd", params, x=x, y=y)
+        saliency("blog_obd", params, x=x, y=y)
     with pytest.raises(ValueError, match="params"):
         saliency("magnitude", {"kernel": jnp.ones((2, 2))})

@@ -2,11 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from obd import params as P
-from obd.study import (
+from obd import checks
+from obd.pipeline import params as P
+from obd.study.variants import (
+    blog_variant,
     default_fractions,
     parse_variant,
-    seed_variant,
     summary_markdown,
     summary_table,
     tolerated_fraction,
@@ -34,9 +35,9 @@ def test_tolerated_fraction_is_largest_level_within_drop():
 
 
 def test_variants_parse_and_flavours():
-    v = parse_variant("seed_obd-global-dropout")
+    v = parse_variant("blog_obd-global-dropout")
     assert v.as_published and v.include_biases and v.family == "obd_global_dropout"
-    c = seed_variant("obd_global_dropout", as_published=False)
+    c = blog_variant("obd_global_dropout", as_published=False)
     assert c.name == "obd-global-dropout" and not c.include_biases and c.color == v.color
     with pytest.raises(ValueError, match="scope in"):
         parse_variant("obd-everywhere-plain")
@@ -55,6 +56,6 @@ def test_parameter_checks():
     with pytest.raises(ValueError, match="choose one of"):
         P.check_choice("scope", "all", ["global", "layerwise"])
     with pytest.raises(ValueError, match="an integer"):
-        P.check_number("seed", 1.5, integer=True)
+        checks.check_number("seed", 1.5, integer=True)
     with pytest.raises(ValueError, match="outside"):
-        P.check_number("drop", 2, lo=0, hi=1)
+        checks.check_number("drop", 2, lo=0, hi=1)

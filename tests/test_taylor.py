@@ -7,7 +7,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from obd import prune, taylor
-from obd.model import apply_mlp, init_mlp, loss
+from obd.mlp import apply_mlp, init_mlp, loss
 
 SIZES = (6, 5, 4, 3)
 

@@ -2,8 +2,9 @@ import jax
 import numpy as np
 import pytest
 
-from obd.model import accuracy, loss
-from obd.train import TrainConfig, batch_indices, train
+from obd.batches import batch_indices
+from obd.mlp import accuracy, loss
+from obd.study.train import TrainConfig, train
 
 SMALL = dict(sizes=(20, 16, 16, 3), steps=300, batch_size=32, learning_rate=3e-3, chunk_steps=100)
 

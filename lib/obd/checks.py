@@ -99,7 +99,7 @@ def check_float(x: Any, name: str = "x") -> None:
 
 def check_pixels(x: Any, name: str = "x") -> None:
     """``ValueError`` unless every value of ``x`` is in ``[0, 1]`` (MNIST pixels as
-    ``obd.data.load_mnist`` gives them); skipped inside a trace."""
+    ``obd.study.data.load_mnist`` gives them); skipped inside a trace."""
     xa = _as_array(x, name)
     if _is_traced(xa) or xa.size == 0:
         return
@@ -195,3 +195,36 @@ def check_converging(mean_loss: Any, first_bad: Any, start: int) -> None:
             f"{start + int(first_bad) + 1}; stopped there and returned nothing (no checkpoint "
             "is written). Lower learning_rate, or check the data."
         )
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    integer: bool = False,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> Any:
+    """Return ``value`` if it is a number (an int when ``integer``) in ``[lo, hi]``.
+
+    ``lo_open``/``hi_open`` exclude the bound. Booleans, strings (``"10"``) and, when
+    ``integer``, floats (``2.5``, even ``3.0``) are refused with a ``ValueError`` that names the
+    parameter, the accepted type and the value's type. NumPy scalars are accepted and returned
+    as Python numbers.
+    """
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, bool | np.bool_) or not isinstance(value, kinds):
+        want = "an integer" if integer else "a number"
+        raise ValueError(f"{name} must be {want}, got {value!r} ({type(value).__name__})")
+    value = int(value) if isinstance(value, int | np.integer) else float(value)
+    if not integer and not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    below = lo is not None and (value <= lo if lo_open else value < lo)
+    above = hi is not None and (value >= hi if hi_open else value > hi)
+    if below or above:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        raise ValueError(f"{name}={value!r} is outside the accepted range {left}{lo}, {hi}{right}")
+    return value

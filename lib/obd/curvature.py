@@ -41,7 +41,8 @@ from scipy import stats
 
 from obd import prune
 from obd.checks import check_examples
-from obd.model import Params, activation_fn, apply_mlp, layer_sizes
+from obd.mlp import apply_mlp, layer_sizes
+from obd.network import Params, activation_fn
 from obd.saliency import check_like
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +366,7 @@ def adam_nu_diag(
 
     From fresh Adam state (``optax.scale_by_adam``), feeds ``steps`` minibatch gradients of the
     *mean* cross-entropy over ``batch_size`` examples drawn as in training (consecutive per-epoch
-    shuffles, ``obd.train.batch_indices``); the weights never move (learning rate 0), so ``nu`` is
+    shuffles, ``obd.batches.batch_indices``); the weights never move (learning rate 0), so ``nu`` is
     an exponential moving average (decay ``b2``) of squared minibatch gradients at the trained
     weights. Returns ``nu / (1 - b2**steps)`` (Adam's bias correction; a uniform factor that no
     ranking sees). Its expectation is ``g**2 + (F_emp - g**2) / batch_size`` (``g`` the full-data
@@ -388,7 +389,7 @@ def adam_nu_diag(
 
 @partial(jax.jit, static_argnames=("steps", "batch_size", "b1", "b2", "eps", "activation"))
 def _adam_nu(params, x, y, key, *, steps, batch_size, b1, b2, eps, activation):
-    from obd.train import batch_indices
+    from obd.batches import batch_indices
 
     idx = batch_indices(key, x.shape[0], steps, batch_size)
     opt = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)

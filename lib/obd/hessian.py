@@ -1,6 +1,6 @@
 """Exact diagonal of the Hessian of the mean softmax cross-entropy, for any supported network.
 
-A model is the seed's plain MLP pytree or an ``nnx.Sequential`` of ``nnx.Linear``, ``nnx.Conv``,
+A model is the plain MLP pytree (``obd.mlp``) or an ``nnx.Sequential`` of ``nnx.Linear``, ``nnx.Conv``,
 pooling, flatten and elementwise activations (``obd.network``). The loss is
 ``L = mean_n l_n`` with ``l_n`` the softmax cross-entropy of example ``n``, and every method sums
 over chunks of at most ``batch_size`` examples inside one jitted loop, dividing by ``N`` at the end.
@@ -60,20 +60,11 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, PartitionSpec
 
 from obd.checks import check_examples
-from obd.network import (
-    Act,
-    Conv,
-    Dense,
-    Network,
-    Params,
-    as_network,
-    input_check,
-    to_params,
-)
+from obd.network import Act, Conv, Dense, Network, Params, as_network, input_check, to_params
 
 METHODS: tuple[str, ...] = ("exact", "fast", "hvp", "bruteforce", "hutchinson")
 #: Examples per chunk for dense-only networks. Small chunks keep the intermediates in the CPU
-#: caches: for the seed MLP on 60,000 examples (2-core CPU), the diagonal takes ~1.5x one
+#: caches: for the blog's MLP on 60,000 examples (2-core CPU), the diagonal takes ~1.5x one
 #: full-batch gradient with chunks of 1,000 to 2,000, but ~2.3x with 10,000.
 DEFAULT_BATCH_SIZE = 2_000
 #: Elements of the largest per-chunk intermediate for networks with convolutions (about 256 MB in

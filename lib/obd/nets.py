@@ -1,4 +1,4 @@
-"""Networks for the study as ``nnx.Sequential`` models, and the pooling/flatten items they use.
+"""Building blocks for ``nnx.Sequential`` models the library accepts: pooling, flatten, dense stacks.
 
 Any ``nnx.Sequential`` built from ``nnx.Linear``, ``nnx.Conv``, :func:`max_pool`, :func:`avg_pool`,
 :func:`flatten` and elementwise activations given as JAX functions (``jax.nn.relu``, ``jnp.tanh``,
@@ -11,7 +11,7 @@ Any ``nnx.Sequential`` built from ``nnx.Linear``, ``nnx.Conv``, :func:`max_pool`
     )
 
 Convolutional models take images ``[N, height, width, channels]`` (NHWC): :func:`as_images` turns
-the ``[N, 784]`` MNIST arrays of ``obd.data`` into ``[N, 28, 28, 1]``.
+``[N, 784]`` MNIST rows into ``[N, 28, 28, 1]``.
 """
 
 from __future__ import annotations
@@ -28,12 +28,9 @@ __all__ = [
     "as_images",
     "avg_pool",
     "flatten",
-    "lenet5",
-    "lenet_300_100",
     "max_pool",
     "mlp",
     "n_params",
-    "seed_mlp",
 ]
 
 
@@ -58,31 +55,6 @@ def mlp(sizes: Sequence[int], *, rngs: nnx.Rngs, activation=jax.nn.relu) -> nnx.
         if i < len(sizes) - 2:
             items.append(activation)
     return nnx.Sequential(*items)
-
-
-def seed_mlp(rngs: nnx.Rngs) -> nnx.Sequential:
-    """The blog's MLP: 784-50-50-50-50-10, ReLU (47,410 weights and biases)."""
-    return mlp((784, 50, 50, 50, 50, 10), rngs=rngs)
-
-
-def lenet_300_100(rngs: nnx.Rngs) -> nnx.Sequential:
-    """LeNet-300-100 (LeCun et al. 1998; Han et al. 2015): 784-300-100-10, ReLU (266,610)."""
-    return mlp((784, 300, 100, 10), rngs=rngs)
-
-
-def lenet5(rngs: nnx.Rngs) -> nnx.Sequential:
-    """The Caffe LeNet-5 of Han et al. (2015), 431,080 parameters, on ``[N, 28, 28, 1]``:
-    conv 20@5x5 (VALID), max-pool 2, conv 50@5x5, max-pool 2, dense 800-500, ReLU, dense 500-10."""
-    return nnx.Sequential(
-        nnx.Conv(1, 20, kernel_size=(5, 5), padding="VALID", rngs=rngs),
-        max_pool((2, 2)),
-        nnx.Conv(20, 50, kernel_size=(5, 5), padding="VALID", rngs=rngs),
-        max_pool((2, 2)),
-        flatten,
-        nnx.Linear(4 * 4 * 50, 500, rngs=rngs),
-        jax.nn.relu,
-        nnx.Linear(500, 10, rngs=rngs),
-    )
 
 
 def n_params(model: nnx.Module) -> int:

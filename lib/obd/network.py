@@ -1,10 +1,10 @@
 """A network as the core sees it: a static list of operations and a list of parameter tensors.
 
-The study's library code (Hessian diagonals, saliencies, masks, sweeps) works on two kinds of
+The core (Hessian diagonals, saliencies, masks, sweeps) works on two kinds of
 model, which :func:`as_network` turns into one form:
 
-* the seed's plain pytree, a list of dense layers ``{"kernel": [in, out], "bias": [out]}`` with
-  one named activation between them (``obd.model``);
+* the plain MLP pytree (:mod:`obd.mlp`), a list of dense layers ``{"kernel": [in, out], "bias": [out]}`` with
+  one named activation between them;
 * a Flax NNX :class:`flax.nnx.Sequential` whose items are ``nnx.Linear``, ``nnx.Conv`` (2-D,
   NHWC, any kernel size and strides, ``"SAME"``/``"VALID"`` padding, with or without bias),
   ``obd.nets.max_pool``/``avg_pool``, ``obd.nets.flatten`` and the elementwise activations of
@@ -43,6 +43,16 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 #: Activations whose second derivative vanishes (almost everywhere): the Hessian of a network
 #: built from them and linear layers equals its Gauss-Newton matrix.
 PIECEWISE_LINEAR = frozenset({"relu", "leaky_relu", "identity"})
+
+
+def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:
+    """Return the activation function called ``name`` (a key of :data:`ACTIVATIONS`)."""
+    try:
+        return ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown activation {name!r}; accepted: {', '.join(sorted(ACTIVATIONS))}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -422,7 +432,7 @@ def as_network(
         raise ValueError(
             "pass the nnx.Sequential model itself, not its nnx.State (the state has no layers)"
         )
-    from obd.model import layer_sizes  # the plain pytree's validation
+    from obd.mlp import layer_sizes  # the plain pytree's validation
 
     sizes = layer_sizes(model)
     net = mlp_network(len(sizes) - 1, "relu" if activation is None else activation)

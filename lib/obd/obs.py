@@ -42,15 +42,8 @@ import pandas as pd
 import scipy.linalg
 
 from obd.checks import check_examples, check_float
-from obd.model import (
-    MLP,
-    PIECEWISE_LINEAR,
-    Params,
-    activation_fn,
-    layer_sizes,
-    mlp_activation,
-    params_from_module,
-)
+from obd.mlp import MLP, layer_sizes, mlp_activation, params_from_module
+from obd.network import PIECEWISE_LINEAR, Params, activation_fn
 from obd.prune import prune_counts, sweep_table
 
 ALLOCATIONS: tuple[str, ...] = ("layer", "unit")
@@ -534,7 +527,7 @@ def _block_sums(params, x, y, cols, *, activation: str, chunk: int, n_chunks: in
 
 def _as_dense(params, activation: str | None) -> tuple[Params, str]:
     """Plain dense-layer params and the activation's name, from the plain pytree (``activation``,
-    default ``"relu"``), an ``obd.model.MLP`` or an ``nnx.Sequential`` of ``nnx.Linear`` layers
+    default ``"relu"``), an ``obd.mlp.MLP`` or an ``nnx.Sequential`` of ``nnx.Linear`` layers
     with one elementwise activation between each two (e.g. ``obd.nets.mlp``, ``lenet_300_100``;
     the models' own activation, which ``activation`` must not contradict); ``ValueError`` for
     anything else. A Linear without bias gets a zero bias (it is kept, never pruned)."""
@@ -605,7 +598,7 @@ def unit_blocks(
     """The exact Hessian block of every unit's incoming kernel weights: per layer ``[out, in, in]``.
 
     ``blocks[l][o] = H_lo = mean_n D_l[n, o] h_l[n] h_l[n]^T``, the Hessian of
-    ``obd.model.loss(params, x, y)`` with respect to ``params[l]["kernel"][:, o]`` (see the
+    ``obd.mlp.loss(params, x, y)`` with respect to ``params[l]["kernel"][:, o]`` (see the
     section comment above). ``D_l`` comes from backpropagating the square root of the softmax
     cross-entropy's Hessian for piecewise-linear activations (where the Hessian equals the
     Gauss-Newton matrix) and from per-example Hessian-vector products otherwise: exact either way.
@@ -902,7 +895,7 @@ def global_obs_sweep(
     ``pruned_fraction``, ``n_pruned``, ``accuracy``, ``loss``; ``n_pruned`` counts the kernel
     weights that are zero at each level (weights already zero are removed first, as in
     :func:`obs_sweep`). ``params`` is the plain list of dense layers (``activation`` between them,
-    default ``"relu"``), an ``obd.model.MLP``, or an ``nnx.Sequential`` of ``nnx.Linear`` layers
+    default ``"relu"``), an ``obd.mlp.MLP``, or an ``nnx.Sequential`` of ``nnx.Linear`` layers
     with one activation between each two; the two models carry their activation, and an
     ``activation`` that differs from it is a ``ValueError``.
     """

@@ -7,7 +7,7 @@ pruned: they are ranked first), then retrains the survivors with :func:`retrain_
 schedule is a strictly increasing list of target fractions, by default halving the remaining
 weights each round (50, 75, 87.5, 93.75, 96.9%).
 
-:func:`retrain_masked` is the seed's training step (``obd.train``: Adam, batches of 64 from
+:func:`retrain_masked` is the blog's training step (``obd.study.train``: Adam, batches of 64 from
 per-epoch shuffles, loss summed over the batch) with the mask enforced three ways, so pruned
 weights stay *exactly* zero: the gradient is masked (Adam's moments of pruned weights stay zero),
 the update is masked, and the mask is re-applied to the parameters after every step. It is a
@@ -32,16 +32,24 @@ import pandas as pd
 from flax import nnx
 from tqdm.auto import tqdm
 
-from obd.checks import check_converging, check_examples, check_trainable
+from obd.batches import REDUCTIONS, batch_indices
+from obd.checks import check_converging, check_examples, check_number, check_trainable
 from obd.hessian import hessian_diag
-from obd.model import Params, activation_fn, apply_mlp, layer_sizes
-from obd.network import Network, as_network, input_check, is_module, to_params, with_params
-from obd.params import check_number
+from obd.mlp import apply_mlp, layer_sizes
+from obd.network import (
+    Network,
+    Params,
+    activation_fn,
+    as_network,
+    input_check,
+    is_module,
+    to_params,
+    with_params,
+)
 from obd.prune import apply_masks, check_masks, leaf_names
 from obd.prune import masks as prune_masks
 from obd.saliency import check_like, check_scope
 from obd.saliency import saliency as score_params
-from obd.train import REDUCTIONS, batch_indices
 
 SALIENCIES: tuple[str, ...] = ("obd", "magnitude")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
@@ -156,7 +164,7 @@ def retrain_masked(
     epsilon). Returns the new params, and with ``return_loss`` also the mean training loss
     per example over the last chunk of steps (NaN when ``steps`` is 0).
 
-    A fresh Adam state is used; the defaults are the seed's training protocol (``obd.train``).
+    A fresh Adam state is used; the defaults are the blog's training protocol (``obd.study.train``).
     ``lr_schedule`` is ``"constant"`` or ``"cosine"`` (decayed from ``learning_rate`` to 0 over
     ``steps``, so the retrained weights settle instead of ending mid-stride).
     """

@@ -1,17 +1,16 @@
 """Per-parameter saliency scores: the lower a parameter's score, the earlier it is pruned.
 
-Kinds (:data:`SALIENCY_KINDS`):
+Kinds, in a registry (:func:`saliency_kinds`, :func:`register_saliency`):
 
 * ``"magnitude"``: ``|w|``.
-* ``"obd"``: Optimal Brain Damage, ``0.5 * h * w**2`` with ``h`` the Hessian diagonal of the loss
-  (computed elsewhere, e.g. ``obd.hessian.hessian_diag``, and passed in as ``hdiag``).
+* ``"obd"``: Optimal Brain Damage (LeCun et al. 1990), ``0.5 * h * w**2`` with ``h`` the Hessian
+  diagonal of the loss (computed elsewhere, e.g. ``obd.hessian.hessian_diag``, and passed in as
+  ``hdiag``): the second-order estimate of the loss increase when ``w`` alone is set to zero at a
+  minimum, ``dL ~ 0.5 * h_kk * w_k**2``.
 * ``"random"``: uniform random scores from ``key`` (a baseline).
-* ``"seed_magnitude"``: the blog's code as published, which ranked the *signed* weight ``w``, so
-  the most negative weights go first rather than the smallest in magnitude.
-* ``"seed_obd"``: the blog's code as published: the Hessian *row sum* ``H @ 1`` of the cross-entropy
-  *summed* over one random batch of 64, ranked signed, with no ``w**2`` factor. With scope
-  ``"layerwise"`` the row sum is within each tensor's own Hessian block (what ``tf.hessians`` per
-  variable gives); with scope ``"global"`` it is the full-model row sum.
+
+Other kinds register themselves: the study's ``obd.study.blog_saliency`` adds the blog's flawed
+scores ``"blog_magnitude"`` and ``"blog_obd"`` when ``obd.study`` is imported.
 
 ``params`` is the plain MLP pytree (a list of dense layers) or an ``nnx.Sequential`` model
 (``obd.network``); scores come back shaped like the parameters: a list, or an ``nnx.State`` like
@@ -20,18 +19,42 @@ Kinds (:data:`SALIENCY_KINDS`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from obd.checks import check_examples
-from obd.network import Network, Params, as_network, to_params
+from obd.network import Params, as_network, to_params
 
-SALIENCY_KINDS: tuple[str, ...] = ("magnitude", "obd", "random", "seed_magnitude", "seed_obd")
 SCOPES: tuple[str, ...] = ("global", "layerwise")
+
+#: ``fn(model, flat, *, hdiag, key, x, y, scope, activation, batch_size) -> scores``: ``model``
+#: is what the caller passed, ``flat`` its parameters as a list of per-layer dicts (JAX arrays);
+#: the scores come back shaped like ``flat``.
+ScoreFn = Callable[..., Params]
+_KINDS: dict[str, ScoreFn] = {}
+
+
+def register_saliency(name: str, fn: ScoreFn, *, replace: bool = False) -> None:
+    """Make ``saliency(name, ...)`` call ``fn`` (see :data:`ScoreFn`).
+
+    ``ValueError`` if ``name`` is not a non-empty identifier or is already registered (unless
+    ``replace``).
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"a saliency name must be an identifier string, got {name!r}")
+    if not callable(fn):
+        raise ValueError(f"saliency {name!r}: fn must be callable, got {type(fn).__name__}")
+    if name in _KINDS and not replace:
+        raise ValueError(f"saliency {name!r} is already registered (pass replace=True)")
+    _KINDS[name] = fn
+
+
+def saliency_kinds() -> tuple[str, ...]:
+    """The registered saliency kinds, in registration order."""
+    return tuple(_KINDS)
 
 
 def check_scope(scope: str) -> str:
@@ -73,57 +96,6 @@ def draw_batch(
     return jnp.asarray(x[idx]), jnp.asarray(y[idx])  # index on the host: x may be large
 
 
-def summed_loss(net: Network, params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
-    """Softmax cross-entropy *summed* over the batch, as the blog's ``tf.reduce_sum``."""
-    logits = net.apply(params, x)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()
-
-
-def _hvp(f, params: Params, v: Params) -> Params:
-    """Hessian-vector product of scalar ``f`` at ``params``, forward-over-reverse."""
-    return jax.jvp(jax.grad(f), (params,), (v,))[1]
-
-
-@jax.jit(static_argnames=("net", "scope"))
-def _hessian_row_sums(net: Network, params: Params, x: jax.Array, y: jax.Array, scope: str):
-    def f(p):
-        return summed_loss(net, p, x, y)
-
-    if scope == "global":
-        return _hvp(f, params, jax.tree.map(jnp.ones_like, params))
-    # layerwise: tangent t has ones on leaf t only; keep leaf t of the t-th HVP (its own block).
-    leaves, treedef = jax.tree.flatten(params)
-    n = len(leaves)
-    eye = jnp.eye(n, dtype=leaves[0].dtype)
-    tangents = treedef.unflatten(
-        [
-            jnp.broadcast_to(eye[:, i].reshape((n,) + (1,) * a.ndim), (n, *a.shape))
-            for i, a in enumerate(leaves)
-        ]
-    )
-    out = jax.vmap(lambda v: _hvp(f, params, v))(tangents)
-    return treedef.unflatten([o[i] for i, o in enumerate(jax.tree.leaves(out))])
-
-
-def seed_obd_scores(
-    params: Params | Any,
-    x: jax.Array,
-    y: jax.Array,
-    key: jax.Array,
-    *,
-    scope: str = "global",
-    activation: str | None = None,
-    batch_size: int = 64,
-) -> Params | Any:
-    """The blog's OBD score: Hessian row sums of the summed loss on one random batch."""
-    net, flat, restore = as_network(params, activation)
-    check_scope(scope)
-    check_examples(x, y, num_classes=int(np.shape(flat[-1]["kernel"])[-1]))
-    xb, yb = draw_batch(key, x, y, batch_size)
-    flat = jax.tree.map(jnp.asarray, flat)
-    return restore(_hessian_row_sums(net, flat, xb, yb, scope))
-
-
 def _random_scores(params: Params, key: jax.Array) -> Params:
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(_as_key(key), len(leaves))
@@ -146,27 +118,35 @@ def saliency(
 ) -> Params | Any:
     """Score every parameter by ``kind`` (see the module docstring); low scores are pruned first.
 
-    ``hdiag`` (the Hessian diagonal, like ``params``) is needed by ``"obd"``; ``key`` by
-    ``"random"`` and ``"seed_obd"``; ``x``, ``y`` by ``"seed_obd"``. ``scope`` only changes
-    ``"seed_obd"`` (which Hessian block the row sums run over).
+    ``hdiag`` (the Hessian diagonal, like ``params``) is needed by ``"obd"``, ``key`` by
+    ``"random"``; registered kinds may use ``key``, ``x``, ``y``, ``scope`` and ``batch_size``
+    (the blog's ``"blog_obd"`` draws a batch of ``batch_size`` from ``x, y`` with ``key``).
     """
-    if kind not in SALIENCY_KINDS:
-        raise ValueError(f"unknown saliency kind {kind!r}; accepted: {', '.join(SALIENCY_KINDS)}")
+    if not isinstance(kind, str) or kind not in _KINDS:
+        raise ValueError(f"unknown saliency kind {kind!r}; accepted: {', '.join(saliency_kinds())}")
     check_scope(scope)
-    model = params
-    _, flat, restore = as_network(model, activation)
+    _, flat, restore = as_network(params, activation)
     flat = jax.tree.map(jnp.asarray, flat)
-    if kind == "magnitude":
-        return restore(jax.tree.map(jnp.abs, flat))
-    if kind == "seed_magnitude":
-        return restore(flat)
-    if kind == "obd":
-        h = to_params(model, hdiag, "hdiag")
-        return restore(jax.tree.map(lambda h, w: 0.5 * jnp.asarray(h) * w**2, h, flat))
-    if kind == "random":
-        return restore(_random_scores(flat, _as_key(key)))
-    if x is None or y is None:
-        raise ValueError("seed_obd needs the data x and y to draw its batch from")
-    return seed_obd_scores(
-        model, x, y, _as_key(key), scope=scope, activation=activation, batch_size=batch_size
-    )
+    scores = _KINDS[kind](
+        params, flat, hdiag=hdiag, key=key, x=x, y=y, scope=scope, activation=activation,
+        batch_size=batch_size,
+    )  # fmt: skip
+    return restore(scores)
+
+
+def _magnitude(model, flat: Params, **_) -> Params:
+    return jax.tree.map(jnp.abs, flat)
+
+
+def _obd(model, flat: Params, *, hdiag, **_) -> Params:
+    h = to_params(model, hdiag, "hdiag")
+    return jax.tree.map(lambda h, w: 0.5 * jnp.asarray(h) * w**2, h, flat)
+
+
+def _random(model, flat: Params, *, key, **_) -> Params:
+    return _random_scores(flat, _as_key(key))
+
+
+register_saliency("magnitude", _magnitude)
+register_saliency("obd", _obd)
+register_saliency("random", _random)

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from obd.checks import check_finite_tensors
-from obd.model import Params, layer_sizes
+from obd.mlp import layer_sizes
+from obd.network import Params
 
 #: Environment variable that points at the folder holding the blog's files.
 ENV_VAR = "OBD_BLOG2016_DIR"
@@ -107,7 +108,7 @@ def blog_dir() -> Path:
     relative to the repository root. It may not exist; see :func:`blog_available`."""
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR])
-    return (Path(__file__).resolve().parents[2] / DEFAULT_RELATIVE).resolve()
+    return (Path(__file__).resolve().parents[3] / DEFAULT_RELATIVE).resolve()
 
 
 def blog_available(root: str | os.PathLike | None = None) -> bool:
@@ -322,7 +323,7 @@ def tutorial_mnist(data_dir: str | None = None) -> dict[str, tuple[np.ndarray, n
     5,000..59,999 (55,000). Pixels are ``float32(v) * float32(1/255)``, as the reader's
     ``numpy.multiply(images.astype(float32), 1.0 / 255.0)`` computed them. Labels are ints.
     """
-    from obd.data import load_mnist
+    from obd.study.data import load_mnist
 
     out = {}
     for split in ("train", "test"):

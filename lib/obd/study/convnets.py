@@ -31,24 +31,25 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from obd import nets
+from obd.batches import batch_indices
 from obd.checks import (
     check_converging,
     check_examples,
     check_finite_tensors,
     check_float,
+    check_number,
     check_pixels,
     check_trainable,
 )
-from obd.model import _META_KEY, write_checkpoint
 from obd.network import Network, as_network, input_check, with_params
-from obd.params import check_number
 from obd.retrain import _evaluate_net
-from obd.train import batch_indices
+from obd.study import architectures
+from obd.study.model import _META_KEY, write_checkpoint
 
 #: Architecture name -> constructor taking ``nnx.Rngs``.
 ARCHS: dict[str, Callable[[nnx.Rngs], nnx.Sequential]] = {
-    "lenet_300_100": nets.lenet_300_100,
-    "lenet5": nets.lenet5,
+    "lenet_300_100": architectures.lenet_300_100,
+    "lenet5": architectures.lenet5,
 }
 #: Names of each architecture's parametric layers, in order.
 LAYER_NAMES: dict[str, tuple[str, ...]] = {
@@ -76,7 +77,7 @@ def inputs(arch: str, x: Any, *, name: str = "x") -> np.ndarray:
     """MNIST rows ``[N, 784]`` in the shape ``arch`` takes (NHWC images for LeNet-5).
 
     ``ValueError`` unless ``x`` is floating point with pixels in ``[0, 1]`` (as
-    ``obd.data.load_mnist`` gives them; 0-255 pixels must be divided by 255 first); ``name``
+    ``obd.study.data.load_mnist`` gives them; 0-255 pixels must be divided by 255 first); ``name``
     names ``x`` in the error."""
     x = np.asarray(x)
     check_arch(arch)

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from obd.io import atomic_path
+from obd.pipeline.io import atomic_path
 
 DATASET = "mnist"
 VERSION = "3.0.1"
@@ -193,7 +193,7 @@ def load_mnist(split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m obd.data [SPLIT ...]``: load (and cache) the splits; one line on failure."""
+    """``python -m obd.study.data [SPLIT ...]``: load (and cache) the splits; one line on failure."""
     import sys
 
     splits = (sys.argv[1:] if argv is None else argv) or list(SPLITS)

@@ -1,12 +1,12 @@
 """What each notebook run wrote, so ``make reproduce`` notices outputs changed behind its back.
 
-``python -m obd.outputs run NOTEBOOK REPORT -p name value ...`` runs ``obd.runner`` with the same
+``python -m obd.pipeline.outputs run NOTEBOOK REPORT -p name value ...`` runs ``obd.pipeline.runner`` with the same
 arguments and, on success, writes ``REPORT.outputs.json``: every file the notebook wrote through
-``obd.io.atomic_path`` (``obd.io`` logs them to ``$OBD_OUTPUT_LOG``) with its SHA-256, its path
+``obd.pipeline.io.atomic_path`` (``obd.pipeline.io`` logs them to ``$OBD_OUTPUT_LOG``) with its SHA-256, its path
 relative to the manifest's folder (``"base": "manifest"``), so a check works from any working
 directory and after the tree is moved.
 
-``python -m obd.outputs check REPORTS`` compares every manifest under ``REPORTS`` with the files on
+``python -m obd.pipeline.outputs check REPORTS`` compares every manifest under ``REPORTS`` with the files on
 disk. A report whose outputs are missing or changed (say, a notebook opened by hand wrote over a
 sweep), or that has no manifest, is stale: its HTML, the mark of a finished run, is removed so
 ``make`` runs it again, and everything downstream of it.
@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from obd.io import OUTPUT_LOG_ENV, write_text
+from obd.pipeline.io import OUTPUT_LOG_ENV, write_text
 
 MANIFEST_SUFFIX = ".outputs.json"
 
@@ -116,8 +116,8 @@ def check(reports: str | os.PathLike, *, remove: bool = True) -> dict[str, list[
 
 
 def run(argv: list[str]) -> int:
-    """``obd.runner``'s command line, plus the manifest of what the notebook wrote."""
-    from obd import runner
+    """``obd.pipeline.runner``'s command line, plus the manifest of what the notebook wrote."""
+    from obd.pipeline import runner
 
     args = runner._parse(argv)
     fd, log = tempfile.mkstemp(prefix="obd-outputs-", suffix=".txt")
@@ -143,9 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["run"]:
         return run(argv[1:])
-    p = argparse.ArgumentParser(prog="python -m obd.outputs", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m obd.pipeline.outputs", description=__doc__.split("\n")[0]
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run a notebook (obd.runner's arguments) and record its outputs")
+    sub.add_parser(
+        "run", help="run a notebook (obd.pipeline.runner's arguments) and record its outputs"
+    )
     c = sub.add_parser("check", help="un-mark reports whose outputs changed")
     c.add_argument("reports", type=Path)
     c.add_argument("--dry-run", action="store_true", help="only list the stale reports")

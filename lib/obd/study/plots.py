@@ -9,8 +9,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from obd.io import atomic_path
-from obd.study import Variant, band, load_published
+from obd.pipeline.io import atomic_path
+from obd.study.variants import Variant, band, load_published
 
 X_LABEL = "weights pruned (%)"
 Y_LABEL = "test accuracy"

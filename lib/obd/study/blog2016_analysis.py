@@ -1,7 +1,7 @@
 """Experiments on the 2016 blog's own models: replay distributions, the float32 overflow, controls.
 
 Used by ``notebooks/blog_replay.ipynb``. The blog's files are MIT-licensed (Copyright (c) 2016
-Sarath Shekkizhar; :data:`obd.blog2016.LICENSE_NOTICE`).
+Sarath Shekkizhar; :data:`obd.study.blog2016.LICENSE_NOTICE`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from obd import blog2016_replay as rep
-from obd.blog2016 import RUNS, flat_from_params
-from obd.model import Params
+from obd.network import Params
+from obd.study import blog2016_replay as rep
+from obd.study.blog2016 import RUNS, flat_from_params
 
 #: Columns of ``results/blog_replay.csv``.
 REPLAY_COLUMNS = [

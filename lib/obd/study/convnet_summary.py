@@ -4,7 +4,7 @@
 ``results/convnets/`` (:data:`COLUMNS` gives their columns): ``{arch}-seed{s}-oneshot.csv``
 (one-shot sweeps, no retraining), ``-iterative.csv`` (:func:`obd.retrain.iterative_prune`),
 ``-sparsity.csv`` (per-layer fraction of kernel weights pruned) and ``-train.csv``. This module
-reads them back and computes what ``convnet_compare.ipynb`` and :mod:`obd.findings` report:
+reads them back and computes what ``convnet_compare.ipynb`` and :mod:`obd.study.findings` report:
 
 * :func:`curves`: one table of test error against the fraction of kernel weights pruned for every
   method, one-shot (``{method}_{scope}``) and iterative (``iterative_{saliency}``, the error
@@ -47,8 +47,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from obd.io import finished
-from obd.study import COLORS
+from obd.pipeline.io import finished
+from obd.study.variants import COLORS
 
 #: network key: display name
 ARCHS: dict[str, str] = {"lenet_300_100": "LeNet-300-100", "lenet5": "LeNet-5"}
@@ -123,7 +123,7 @@ def load_han2015() -> pd.DataFrame:
     One row per network (``layer == "total"``: errors, parameters before and after, compression)
     and per layer (weights, ``weights_remaining_pct``), in percent as published.
     """
-    with resources.files("obd").joinpath("published_han2015.csv").open() as f:
+    with resources.files("obd.study").joinpath("published_han2015.csv").open() as f:
         return pd.read_csv(f, comment="#")
 
 
@@ -156,7 +156,7 @@ def load_published() -> pd.DataFrame:
         "fraction": 1.0 - han["pruned_weights"] / han["weights"],
         "measure": "parameters / non-zero parameters", "storage_compression": np.nan,
     })  # fmt: skip
-    with resources.files("obd").joinpath("published_anchors.csv").open() as f:
+    with resources.files("obd.study").joinpath("published_anchors.csv").open() as f:
         later = pd.read_csv(f, comment="#")
     later = later.assign(fraction=1.0 - 1.0 / later["compression"].astype(float))
     bad = later[~(later["compression_low"] <= later["compression"])
@@ -269,7 +269,7 @@ def tolerated_fraction(levels, errors, dense_error: float, tol: float = TOLERANC
     """``max{f : e(f) <= dense_error + tol}`` over the levels run (0 if only the dense model).
 
     The largest level within tolerance, wherever it lies: a level past a first excursion above
-    the tolerance still counts, as in :func:`obd.study.tolerated_fraction`.
+    the tolerance still counts, as in :func:`obd.study.variants.tolerated_fraction`.
     """
     if not 0 <= tol < 1:
         raise ValueError(f"tol={tol!r} must be in [0, 1)")

@@ -5,7 +5,7 @@ that is renamed onto the target only when the write succeeded. Generated files a
 everyone (``0o666`` less the umask, i.e. ``0644`` under the usual umask ``022``; folders ``0755``).
 A killed process can leave such a temporary file behind: loaders read only finished outputs
 (:func:`finished`, which skips hidden names), and :func:`clean_stale` removes the leftovers when a
-run resumes (``python -m obd.io clean DIR ...``, run by ``make reproduce`` under its lock). Only
+run resumes (``python -m obd.pipeline.io clean DIR ...``, run by ``make reproduce`` under its lock). Only
 names carrying the ``.obd-tmp-`` marker are ever removed: a user's own hidden files
 (``.notes.20240101.md``) are left alone.
 """
@@ -77,7 +77,7 @@ OUTPUT_LOG_ENV = "OBD_OUTPUT_LOG"
 
 
 def _log_write(path: Path) -> None:
-    """Append ``path`` to the file named by ``$OBD_OUTPUT_LOG``, if set (``obd.outputs``)."""
+    """Append ``path`` to the file named by ``$OBD_OUTPUT_LOG``, if set (``obd.pipeline.outputs``)."""
     log = os.environ.get(OUTPUT_LOG_ENV)
     if log:
         with open(log, "a", encoding="utf-8") as f:
@@ -181,8 +181,8 @@ def exec_locked(lock: str | os.PathLike, command: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m obd.io clean DIR ...``: remove stale temporary files, naming them;
-    ``python -m obd.io locked LOCKFILE CMD ...``: run ``CMD`` holding the lock (see
+    """``python -m obd.pipeline.io clean DIR ...``: remove stale temporary files, naming them;
+    ``python -m obd.pipeline.io locked LOCKFILE CMD ...``: run ``CMD`` holding the lock (see
     :func:`exec_locked`)."""
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["clean"]:
@@ -191,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args[:1] == ["locked"] and len(args) >= 3:
         exec_locked(args[1], args[2:])
-    print("usage: python -m obd.io clean DIR ... | locked LOCKFILE CMD ...", file=sys.stderr)
+    print(
+        "usage: python -m obd.pipeline.io clean DIR ... | locked LOCKFILE CMD ...", file=sys.stderr
+    )
     return 2
 
 

@@ -1,7 +1,7 @@
 """A faithful replay of the 2016 blog's pruning scripts, in TensorFlow, on any params.
 
 The scripts (``code/MagnitudeBased*.py``, ``code/OptimalBrainDamage*.py``; MIT-licensed, Copyright
-(c) 2016 Sarath Shekkizhar, see :data:`obd.blog2016.LICENSE_NOTICE`) restore a checkpoint and, at
+(c) 2016 Sarath Shekkizhar, see :data:`obd.study.blog2016.LICENSE_NOTICE`) restore a checkpoint and, at
 each level ``c`` (percent pruned), for each TensorFlow variable ``v`` of ``n`` values:
 
 * ``k = floor(c * n / 100)`` (an ``int32`` division);
@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from obd.blog2016 import (
+from obd.checks import check_examples
+from obd.network import Params
+from obd.study.blog2016 import (
     RUNS,
     SIZES,
     BlogRun,
@@ -41,8 +43,6 @@ from obd.blog2016 import (
     params_from_split,
     split_from_params,
 )
-from obd.checks import check_examples
-from obd.model import Params
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Plain Eigen kernels: oneDNN picks kernels (and so float rounding) by CPU; without it the replay

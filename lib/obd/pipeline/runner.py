@@ -1,6 +1,6 @@
 """Run a notebook with papermill and render it to HTML, atomically.
 
-``python -m obd.runner NOTEBOOK REPORT -p name value ...`` executes ``NOTEBOOK`` with the given
+``python -m obd.pipeline.runner NOTEBOOK REPORT -p name value ...`` executes ``NOTEBOOK`` with the given
 parameters and writes ``REPORT.ipynb`` and ``REPORT.html``. Values are YAML 1.2 (core schema)
 scalars or flow collections, as JSON reads them: ``-p fractions "[0, 0.5]"`` is a list, ``1e-4``
 and ``10`` numbers (``010`` is 10), ``true``/``false``/``null`` a bool or None, and anything else a
@@ -9,7 +9,7 @@ appear only when the whole notebook succeeded, the HTML last, so a build system 
 as the mark of a finished run. On failure the executed copy is kept as ``REPORT.failed.ipynb`` and
 the error is printed first, on one line, without the kernel's traceback (it is in the failed copy).
 Neither copy holds a machine path (paths in the repository are relative to it, see
-:mod:`obd.portable`), and the HTML is self-contained: styles inlined, figures embedded, nothing
+:mod:`obd.pipeline.portable`), and the HTML is self-contained: styles inlined, figures embedded, nothing
 loaded from the network.
 
 Before a kernel starts, the parameters are checked against the notebook's ``parameters`` cell: an
@@ -18,7 +18,7 @@ unknown name, or a value whose type does not match a numeric or boolean default 
 relative (``out``, ``*_out``, ``model*``, ``*_dir``) resolve from the folder the command runs in,
 not the notebook's, and the outputs (``out``, ``*_out``, ``figures_dir``, ``out_dir``) must be
 writable before any work starts. No output (the report's files, an output parameter) may be the
-notebook itself or its jupytext twin ``NAME.py``: ``python -m obd.runner nb.ipynb nb`` is refused.
+notebook itself or its jupytext twin ``NAME.py``: ``python -m obd.pipeline.runner nb.ipynb nb`` is refused.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from obd.io import atomic_path, check_writable, file_mode, write_text
-from obd.portable import offline_html, portable_notebook
+from obd.pipeline.io import atomic_path, check_writable, file_mode, write_text
+from obd.pipeline.portable import offline_html, portable_notebook
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -271,7 +271,7 @@ def check_parameters(
 
 
 def _portable(path: Path, notebook: Path, report: Path) -> NotebookNode:
-    """The executed notebook at ``path`` without machine paths (:mod:`obd.portable`): paths in
+    """The executed notebook at ``path`` without machine paths (:mod:`obd.pipeline.portable`): paths in
     the repository (the notebook folder's parent) relative to it, papermill's input and output
     paths recorded as the notebook's and the report's, not the temporary file's. Written back."""
     import nbformat
@@ -343,7 +343,7 @@ class _CellBanner(logging.Filter):
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m obd.runner", description=__doc__.split("\n")[0]
+        prog="python -m obd.pipeline.runner", description=__doc__.split("\n")[0]
     )
     parser.add_argument("notebook", help="the notebook to run")
     parser.add_argument("report", help="output path without extension (.ipynb and .html are added)")

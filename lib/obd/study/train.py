@@ -1,6 +1,6 @@
-"""Training the seed MLP with Adam, as the blog did, deterministically and fast.
+"""Training the blog's MLP with Adam, as the blog did, deterministically and fast.
 
-The seed protocol: Adam (lr 1e-4), batches of 64 drawn from per-epoch shuffles of the 60,000
+The blog's protocol: Adam (lr 1e-4), batches of 64 drawn from per-epoch shuffles of the 60,000
 training images, 50,000 steps, and the loss summed (not averaged) over the batch, as the blog's
 ``tf.reduce_sum`` did. Adam is nearly invariant to that scale (only its epsilon sees it), so the
 choice changes little, but it is kept for fidelity. The inner loop is a ``lax.scan`` over chunks of
@@ -10,7 +10,6 @@ steps, jitted once; the same seed gives the same parameters on the same machine.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import jax
@@ -20,12 +19,13 @@ import optax
 import pandas as pd
 from tqdm.auto import tqdm
 
-from obd.checks import check_converging, check_examples, check_trainable
-from obd.model import SEED_SIZES, Params, activation_fn, apply_mlp, init_mlp
-from obd.params import check_number
+from obd.batches import REDUCTIONS, batch_indices
+from obd.checks import check_converging, check_examples, check_number, check_trainable
+from obd.mlp import apply_mlp, init_mlp
+from obd.network import Params, activation_fn
+from obd.study.model import BLOG_SIZES
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-REDUCTIONS = ("sum", "mean")
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 1e-4
     dropout_rate: float = 0.0
-    sizes: tuple[int, ...] = SEED_SIZES
+    sizes: tuple[int, ...] = BLOG_SIZES
     activation: str = "relu"
     loss_reduction: str = "sum"
     chunk_steps: int = 1_000
@@ -73,13 +73,6 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def batch_indices(key: jax.Array, n: int, steps: int, batch_size: int) -> jax.Array:
-    """``[steps, batch_size]`` example indices from consecutive per-epoch random permutations."""
-    epochs = math.ceil(steps * batch_size / n)
-    perms = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, epochs))
-    return perms.reshape(-1)[: steps * batch_size].reshape(steps, batch_size)
-
-
 def _make_chunk_fn(cfg: TrainConfig, opt: optax.GradientTransformation, x, y, drop_key):
     def batch_loss(params, xb, yb, key):
         logits = apply_mlp(
@@ -110,14 +103,14 @@ def train(
 ) -> tuple[Params, pd.DataFrame]:
     """Train an MLP; return its parameters and a history table.
 
-    ``data`` is ``(x_train, y_train, x_test, y_test)``; by default MNIST via :func:`obd.data.load_mnist`.
+    ``data`` is ``(x_train, y_train, x_test, y_test)``; by default MNIST via :func:`obd.study.data.load_mnist`.
     The history has one row per chunk of ``config.chunk_steps`` steps: ``step``, ``train_loss``
     (mean per-example cross-entropy over the chunk's batches, with dropout active), ``test_loss``
     and ``test_accuracy`` (no dropout).
     """
     cfg = config or TrainConfig()
     if data is None:
-        from obd.data import load_mnist
+        from obd.study.data import load_mnist
 
         data = (*load_mnist("train"), *load_mnist("test"))
     if not isinstance(data, tuple | list) or len(data) != 4:

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from obd.io import finished
+from obd.pipeline.io import finished
 
 MODELS = {"plain": 0.0, "dropout": 0.2}
 SCOPES = ("global", "layerwise")
 #: The blog's five variants, as (saliency family, scope, model), keyed by its log names.
-SEED_FAMILIES = {
+BLOG_FAMILIES = {
     "magnitude_layerwise": ("magnitude", "layerwise", "plain"),
     "magnitude_global": ("magnitude", "global", "plain"),
     "obd_layerwise": ("obd", "layerwise", "plain"),
@@ -77,7 +77,7 @@ class Variant:
     @property
     def as_published(self) -> bool:
         """The blog's code as published (``seed_*`` saliencies)."""
-        return self.saliency.startswith("seed_")
+        return self.saliency.startswith("blog_")
 
     @property
     def include_biases(self) -> bool:
@@ -87,7 +87,7 @@ class Variant:
     @property
     def family(self) -> str:
         """Key shared by a variant's flavours, e.g. ``obd_global_dropout``."""
-        base = self.saliency.removeprefix("seed_")
+        base = self.saliency.removeprefix("blog_")
         return f"{base}_{self.scope}" + ("_dropout" if self.model == "dropout" else "")
 
     @property
@@ -120,22 +120,22 @@ def parse_variant(name: str) -> Variant:
     return Variant(name, *parts)
 
 
-def seed_variant(family: str, *, as_published: bool) -> Variant:
+def blog_variant(family: str, *, as_published: bool) -> Variant:
     """The study variant reproducing one of the blog's five, in either flavour."""
-    saliency, scope, model = SEED_FAMILIES[family]
-    saliency = f"seed_{saliency}" if as_published else saliency
+    saliency, scope, model = BLOG_FAMILIES[family]
+    saliency = f"blog_{saliency}" if as_published else saliency
     return parse_variant(f"{saliency}-{scope}-{model}")
 
 
 def load_published() -> pd.DataFrame:
     """The blog's logged test accuracies (see the CSV's header for the source)."""
-    with resources.files("obd").joinpath("published_blog_2016.csv").open() as f:
+    with resources.files("obd.study").joinpath("published_blog_2016.csv").open() as f:
         return pd.read_csv(f, comment="#")
 
 
 def load_sweeps(results_dir: str | os.PathLike) -> pd.DataFrame:
     """All finished sweep CSVs under ``results_dir/sweeps``, concatenated (the hidden temporary
-    files of an interrupted write are never read: :func:`obd.io.finished`)."""
+    files of an interrupted write are never read: :func:`obd.pipeline.io.finished`)."""
     files = finished(Path(results_dir, "sweeps").glob("*.csv"))
     if not files:
         raise ValueError(

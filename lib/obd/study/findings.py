@@ -6,9 +6,9 @@ wrote: the pruning sweeps (``sweeps/*.csv``), ``assumptions.csv``, ``curvature.c
 a finding whose inputs are missing is reported as not checked.
 
 The convnet findings read the runs of ``convnet.ipynb`` (``convnets/*-seed*-*.csv``) through
-:mod:`obd.convnet_summary`.
+:mod:`obd.study.convnet_summary`.
 
-``python -m obd.findings --results DIR`` writes ``DIR/findings.json`` and ``DIR/findings.md``
+``python -m obd.study.findings --results DIR`` writes ``DIR/findings.json`` and ``DIR/findings.md``
 and prints how many held; ``--readme README.md`` also rewrites the README's generated blocks
 (``<!-- findings -->``, ``<!-- summary-table -->``, ``<!-- convnet-table -->``) from the same
 numbers.
@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from obd import convnet_summary as cs
-from obd.io import write_text
-from obd.study import tolerated_fraction
+from obd.pipeline.io import write_text
+from obd.study import convnet_summary as cs
+from obd.study.variants import tolerated_fraction
 
 DROP = 0.01  # the accuracy loss tolerated when counting weights pruned "at a 1-point loss"
 
@@ -127,7 +127,7 @@ class _Results:
         return self._conv[kind]
 
     def convnet_per_seed(self, arch: str, method: str, tol: float) -> pd.DataFrame:
-        """:func:`obd.convnet_summary.per_seed` of one network and method, indexed by seed."""
+        """:func:`obd.study.convnet_summary.per_seed` of one network and method, indexed by seed."""
         kind = "iterative" if method.startswith("iterative") else "oneshot"
         c = cs.curves(**{kind: self.convnets(kind)})
         c = c[(c.arch == arch) & (c.method == method)]
@@ -149,8 +149,8 @@ def _models(r: _Results) -> tuple[str, str, bool]:
 
 
 def _signed_magnitude(r: _Results) -> tuple[str, str, bool]:
-    signed = r.accuracy_at("seed_magnitude-global-plain", 0.01)
-    signed2 = r.accuracy_at("seed_magnitude-global-plain", 0.05)
+    signed = r.accuracy_at("blog_magnitude-global-plain", 0.01)
+    signed2 = r.accuracy_at("blog_magnitude-global-plain", 0.05)
     fixed = r.accuracy_at("magnitude-global-plain", 0.2)
     base = r.unpruned("magnitude-global-plain")
     text = (
@@ -202,9 +202,9 @@ def _global_vs_layerwise(r: _Results) -> tuple[str, str, bool]:
 
 
 def _rowsum(r: _Results) -> tuple[str, str, bool]:
-    lw1, lw5 = (r.accuracy_at("seed_obd-layerwise-plain", f) for f in (0.01, 0.05))
-    g1 = r.accuracy_at("seed_obd-global-plain", 0.01)
-    base = r.unpruned("seed_obd-layerwise-plain")
+    lw1, lw5 = (r.accuracy_at("blog_obd-layerwise-plain", f) for f in (0.01, 0.05))
+    g1 = r.accuracy_at("blog_obd-global-plain", 0.01)
+    base = r.unpruned("blog_obd-layerwise-plain")
     text = (
         'The blog\'s "second derivative" (a Hessian row sum on 64 images, signed, no w²) is not a '
         f"saliency: re-run layer-wise it falls to {_pm(lw1)} at 1% and {_pm(lw5)} at 5% pruned "
@@ -276,7 +276,7 @@ def _curvature(r: _Results) -> tuple[str, str, bool]:
     cheap = [k for k in ("empirical-fisher", "mc-fisher", "adam-nu") if k in c.index]
     hutch = sorted((k for k in c.index if k.startswith("hutchinson-")),
                    key=lambda k: int(k.split("-")[1]))  # fmt: skip
-    if not cheap or not hutch or "seed-rowsum" not in c.index:
+    if not cheap or not hutch or "blog-rowsum" not in c.index:
         raise _Missing("curvature.csv (Fisher, Adam, Hutchinson and row-sum rows)")
     most = hutch[-1]
     text = (
@@ -284,10 +284,10 @@ def _curvature(r: _Results) -> tuple[str, str, bool]:
         "Monte-Carlo Fisher and Adam's second moment reach a Spearman correlation of "
         f"{c.loc[cheap, 'min'].min():.3f}-{c.loc[cheap, 'max'].max():.3f} with the exact saliency; "
         f"Hutchinson's estimator with {most.split('-')[1]} probes reaches only "
-        f"{c.loc[most, 'mean']:.2f}, and the blog's row sum {c.loc['seed-rowsum', 'mean']:.2f}."
+        f"{c.loc[most, 'mean']:.2f}, and the blog's row sum {c.loc['blog-rowsum', 'mean']:.2f}."
     )
     held = bool(c.loc[cheap, "min"].min() >= 0.95 and c.loc[most, "max"] < 0.5
-                and c.loc["seed-rowsum", "max"] < 0.5)  # fmt: skip
+                and c.loc["blog-rowsum", "max"] < 0.5)  # fmt: skip
     return text, "Fisher and Adam Spearman >= 0.95; Hutchinson and row sum < 0.5", held
 
 
@@ -588,7 +588,9 @@ def fill_readme(readme: str | Path, results: str | Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    p = argparse.ArgumentParser(prog="python -m obd.findings", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m obd.study.findings", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--results", type=Path, required=True, help="the results folder")
     p.add_argument("--readme", type=Path, help="also fill this file's generated blocks")
     args = p.parse_args(argv)
