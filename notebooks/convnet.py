@@ -26,7 +26,7 @@
 # 2. **one-shot pruning**, no retraining, of the kernel weights (biases kept): magnitude `|w|` and
 #    exact OBD `0.5 h w^2` (the exact Hessian diagonal of the mean cross-entropy, computed by
 #    `obd.hessian` for convolutions too), each ranked over all layers (`global`) and within each
-#    layer (`layerwise`), plus layer-wise **OBS** (`obd.obs_nets`: each layer's kernel pruned to
+#    layer (`layerwise`), plus layer-wise **OBS** (`obd.obs.conv`: each layer's kernel pruned to
 #    reproduce its outputs on calibration images, a convolution as one OBS problem per output
 #    channel);
 # 3. **iterative pruning with retraining** (LeCun et al.'s procedure): prune to each level of
@@ -50,7 +50,7 @@ from IPython.display import display
 from obd import saliency as sal
 from obd.checks import check_number
 from obd.hessian import hessian_diag
-from obd.obs_nets import obs_sweep_model
+from obd.obs import obs_sweep_model
 from obd.pipeline.io import atomic_path
 from obd.pipeline.params import check_choice, check_no_unknown
 from obd.prune import layer_sparsity, masks, sweep

@@ -224,7 +224,7 @@ def _unit_blocks_reference(activation):
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("tile", [200, 2])
 def test_unit_blocks_equal_the_blocks_of_jax_hessian_float64(activation, tile, monkeypatch):
-    monkeypatch.setattr(obs, "_TILE", tile)  # 2: the symmetric tiling is exercised
+    monkeypatch.setattr("obd.obs.blocks._TILE", tile)  # 2: the symmetric tiling is exercised
     with jax.enable_x64(True):
         params, x, y = _unit_blocks_problem(activation)
         blocks = obs.unit_blocks(params, x, y, activation=activation, batch_size=9)  # 8 chunks

@@ -1,4 +1,4 @@
-"""Layer-wise OBS on NNX models (obd.obs_nets): convolutions unrolled into OBS problems."""
+"""Layer-wise OBS on NNX models (obd.obs.conv): convolutions unrolled into OBS problems."""
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +10,7 @@ from obd import nets
 from obd.mlp import init_mlp
 from obd.network import as_network
 from obd.obs import obs_sweep
-from obd.obs_nets import design_matrices, obs_sweep_model
+from obd.obs.conv import design_matrices, obs_sweep_model
 
 
 def _convnet(seed=0):

@@ -49,7 +49,7 @@ _EXPORTS: dict[str, str] = {
     "obs_sweep": "obd.obs",
     "global_obs_prune": "obd.obs",
     "global_obs_sweep": "obd.obs",
-    "obs_sweep_model": "obd.obs_nets",
+    "obs_sweep_model": "obd.obs",
     # OBD's assumptions, and retraining
     "loss_change_curve": "obd.taylor",
     "loss_change_terms": "obd.taylor",
@@ -112,8 +112,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
     from obd.mlp import MLP, apply_mlp, init_mlp
     from obd.nets import avg_pool, flatten, max_pool
     from obd.network import ACTIVATIONS, Network, as_network
-    from obd.obs import global_obs_prune, global_obs_sweep, obs_prune, obs_sweep
-    from obd.obs_nets import obs_sweep_model
+    from obd.obs import global_obs_prune, global_obs_sweep, obs_prune, obs_sweep, obs_sweep_model
     from obd.prune import apply_masks, layer_sparsity, masks, ranks, sweep
     from obd.retrain import iterative_prune, retrain_masked
     from obd.saliency import register_saliency, saliency, saliency_kinds

@@ -1,13 +1,13 @@
 """Layer-wise Optimal Brain Surgeon for NNX models: dense and convolutional layers alike.
 
-``obd.obs`` prunes a dense layer ``z = h W + b`` by exact greedy OBS per output unit on the layer
+``obd.obs.layerwise`` prunes a dense layer ``z = h W + b`` by exact greedy OBS per output unit on the layer
 Hessian ``H = 2 X^T X / n`` of its inputs ``X`` (the reconstruction error of the layer's output).
 A convolution is the same problem once unrolled (im2col): output channel ``o`` at position ``p``
 is ``patch_p . W[:, o]`` with ``W`` the kernel reshaped to ``[kh * kw * in, out]``, so the rows of
 ``X`` are the input patches of every example at every output position, and every output channel
 is one OBS problem on the shared ``H``. This module builds those design matrices from the
-unpruned network on calibration images, runs ``obd.obs.obs_layer_trace`` on each layer and
-evaluates every sparsity level, like ``obd.obs.obs_sweep`` does for the plain MLP.
+unpruned network on calibration images, runs ``obd.obs.layerwise.obs_layer_trace`` on each layer and
+evaluates every sparsity level, like ``obd.obs.layerwise.obs_sweep`` does for the plain MLP.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import pandas as pd
 
 from obd.checks import check_examples
 from obd.network import Conv, Dense, Network, as_network, input_check
-from obd.obs import ALLOCATIONS, _layer_kernels, allocate, obs_layer_trace, zero_counts
+from obd.obs.layerwise import ALLOCATIONS, allocate, obs_layer_trace
+from obd.obs.levels import layer_kernels, zero_counts
 from obd.prune import prune_counts, sweep_table
 
 
@@ -65,8 +66,8 @@ def obs_sweep_model(
     evaluated on ``(x_test, y_test)``; the columns of ``obd.prune.sweep``.
 
     The traces come from the unpruned network's layer inputs on ``x_calib``; ``damping`` and
-    ``allocation`` are those of ``obd.obs``. ``n_pruned`` counts the kernel weights that are
-    zero at each level, those already zero included (``obd.obs.obs_sweep``).
+    ``allocation`` are those of ``obd.obs.layerwise``. ``n_pruned`` counts the kernel weights that are
+    zero at each level, those already zero included (``obd.obs.layerwise.obs_sweep``).
     """
     if allocation not in ALLOCATIONS:
         raise ValueError(f"unknown allocation {allocation!r}; accepted: {', '.join(ALLOCATIONS)}")
@@ -90,7 +91,7 @@ def obs_sweep_model(
         trace = obs_layer_trace(w2d, rows, damping=damping)
         k = prune_counts(fractions, w2d.size)
         counts = allocate(trace.increments, k, allocation)  # [levels, out]
-        kernels.append(_layer_kernels(trace, counts))  # [levels, fan_in, out]
+        kernels.append(layer_kernels(trace, counts))  # [levels, fan_in, out]
         removed += k
         n_total += w2d.size
     n_pruned = zero_counts([p["kernel"] for p in params], kernels, removed)

@@ -1,0 +1,211 @@
+"""Global Optimal Brain Surgeon: greedy OBS in every unit's exact Hessian block of the loss,
+removals allocated across units and layers.
+
+Unit ``o`` of dense layer ``l`` has the exact Hessian block ``H_lo = mean_n D_l[n, o] h_l[n]
+h_l[n]^T`` of the mean loss with respect to its incoming weights (:mod:`obd.obs.blocks`). Greedy
+OBS inside a block (:mod:`obd.obs.greedy`) is exact OBS for the (damped) quadratic model of the
+loss restricted to that unit; its saliencies ``w_q^2 / (2 [H_lo^-1]_qq)`` are estimated increases
+of the network loss, so they are comparable across units and layers, and :func:`global_allocate`
+takes the cheapest removals over the whole network.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from obd.checks import check_examples
+from obd.mlp import layer_sizes
+from obd.network import Params
+from obd.obs.blocks import GLOBAL_DAMPING, as_dense, damped_inverses, unit_blocks
+from obd.obs.greedy import LayerTrace, check_damping, obs_unit_trace_compacted
+from obd.obs.levels import check_fractions, check_traces, kernels_table, layer_kernels, zero_counts
+from obd.prune import prune_counts
+
+
+@jax.jit
+def _unit_traces(kernel: jax.Array, hinvs: jax.Array):
+    return jax.lax.map(lambda a: obs_unit_trace_compacted(*a), (kernel.T, hinvs), batch_size=4)
+
+
+def global_obs_traces(
+    params: Params,
+    x,
+    y,
+    *,
+    damping: float = GLOBAL_DAMPING,
+    activation: str | None = None,
+    batch_size: int | None = None,
+    blocks: list[np.ndarray] | None = None,
+) -> list[LayerTrace]:
+    """Greedy OBS in every unit's exact (damped) Hessian block of the loss on ``(x, y)``.
+
+    ``trace.increments[o, j]`` is the estimated increase of the mean training loss,
+    ``w_q^2 / (2 [H_o^-1]_qq)`` of the damped block, when unit ``o`` loses its ``j``-th weight
+    after the previous ``j`` removals and updates; ``trace.weights[o, j]`` the unit's weights
+    after ``j`` removals. ``blocks`` (from :func:`obd.obs.blocks.unit_blocks` on the same data) skips computing
+    them.
+    """
+    check_damping(damping)
+    params, activation = as_dense(params, activation)
+    if blocks is None:
+        blocks = unit_blocks(params, x, y, activation=activation, batch_size=batch_size)
+    sizes = layer_sizes(params)
+    if len(blocks) != len(params) or any(
+        np.shape(b) != (o, i, i) for b, i, o in zip(blocks, sizes[:-1], sizes[1:], strict=True)
+    ):
+        raise ValueError("blocks do not match params: pass the unit_blocks of these params")
+    traces = []
+    for layer, b in zip(params, blocks, strict=True):
+        kernel = jnp.asarray(layer["kernel"])
+        hinvs = jnp.asarray(damped_inverses(b, damping), kernel.dtype)
+        weights, order, inc = _unit_traces(kernel, hinvs)
+        traces.append(LayerTrace(np.asarray(weights), np.asarray(order), np.asarray(inc)))
+    return traces
+
+
+def global_allocate(traces: list[LayerTrace], k) -> list[np.ndarray]:
+    """Removals per unit, per layer (``[levels, out]``, or ``[out]`` for a scalar ``k``), for
+    ``k`` removals over the whole network.
+
+    Each unit's increments are made monotone along its greedy order by a running maximum
+    ``m[o, j] = max_{j' <= j} inc[o, j']``, and the ``k`` smallest ``m`` over all units of all
+    layers are taken (stable order: ties go to the earlier layer, unit, step). Since ``m`` is
+    non-decreasing along each unit, the taken set is a prefix of every unit's order, i.e. a state
+    the greedy pass actually visited; a cheap removal that comes after an expensive one in its
+    unit is taken only together with the expensive one, at the expensive one's price (the raw
+    increments are not monotone: an update can make the next weight cheaper). With ``k = 1`` the
+    cheapest first removal of any unit is taken.
+    """
+    monotone = [
+        np.maximum.accumulate(np.nan_to_num(t.increments.astype(np.float64), nan=np.inf), axis=1)
+        for t in traces
+    ]
+    total = sum(m.size for m in monotone)
+    k = np.asarray(k, np.int64)
+    if k.ndim > 1 or np.any((k < 0) | (k > total)):
+        raise ValueError(f"k must be a count (or 1-D counts) in [0, {total}], got {k}")
+    kk = np.atleast_1d(k)
+    flat = np.concatenate([m.ravel() for m in monotone])
+    rank = np.empty(total, np.int64)
+    rank[np.argsort(flat, kind="stable")] = np.arange(total)
+    out, offset = [], 0
+    for m in monotone:
+        r = np.sort(rank[offset : offset + m.size].reshape(m.shape), axis=1)
+        offset += m.size
+        counts = np.stack([np.searchsorted(row, kk, side="left") for row in r], axis=1)
+        out.append(counts if k.ndim else counts[0])
+    return out
+
+
+def _masked_kernels(trace: LayerTrace, kernel: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Kernels ``[levels, in, out]``: the original weights with each unit's first
+    ``counts[level, o]`` removals (in its greedy order) set to zero, no update."""
+    out, d = trace.order.shape
+    position = np.empty((out, d), np.int64)
+    np.put_along_axis(position, trace.order.astype(np.int64), np.arange(d)[None, :], axis=1)
+    pruned = position.T[None, :, :] < counts[:, None, :]  # [levels, in, out]
+    return np.where(pruned, 0, np.asarray(kernel)[None]).astype(np.asarray(kernel).dtype)
+
+
+def _global_kernels(params, traces, fractions, update: bool) -> tuple[list, np.ndarray, int]:
+    """Per layer the kernels at every level; the number pruned at every level; prunable count."""
+    n = sum(t.order.size for t in traces)
+    k = prune_counts(fractions, n)
+    counts = global_allocate(traces, k)
+    kernels = [
+        layer_kernels(t, c) if update else _masked_kernels(t, p["kernel"], c)
+        for t, p, c in zip(traces, params, counts, strict=True)
+    ]
+    return kernels, k, n
+
+
+def global_obs_prune(
+    params: Params,
+    x,
+    y,
+    fraction: float,
+    *,
+    damping: float = GLOBAL_DAMPING,
+    update: bool = True,
+    activation: str | None = None,
+    traces: list[LayerTrace] | None = None,
+) -> Params:
+    """Prune ``fraction`` of all kernel weights by global OBS (biases kept).
+
+    ``k = floor(fraction * n + 0.5)`` of the ``n`` kernel weights become exactly zero, allocated
+    across units and layers by :func:`global_allocate`; with ``update`` the remaining weights of
+    each unit take the OBS update of its block, without it they keep their values (mask only).
+    """
+    f = np.asarray(fraction, np.float64)
+    if f.ndim != 0:
+        raise ValueError(f"fraction must be a single number in [0, 1], got {fraction!r}")
+    params, activation = as_dense(params, activation)
+    if traces is None:
+        traces = global_obs_traces(params, x, y, damping=damping, activation=activation)
+    check_traces(params, traces)
+    kernels, _, _ = _global_kernels(params, traces, check_fractions(f), bool(update))
+    return [
+        {
+            "kernel": jnp.asarray(k[0], jnp.asarray(p["kernel"]).dtype),
+            "bias": jnp.asarray(p["bias"]),
+        }
+        for p, k in zip(params, kernels, strict=True)
+    ]
+
+
+def global_obs_sweep(
+    params: Params,
+    x,
+    y,
+    fractions,
+    x_test,
+    y_test,
+    *,
+    damping: float = GLOBAL_DAMPING,
+    update: bool = True,
+    activation: str | None = None,
+    traces: list[LayerTrace] | None = None,
+    batch_size: int | None = None,
+    level_batch: int | None = None,
+) -> pd.DataFrame:
+    """Global OBS at each of ``fractions`` (one-shot, no retraining), evaluated on
+    ``(x_test, y_test)``.
+
+    The exact Hessian block of each unit's incoming weights on ``(x, y)``
+    (:func:`obd.obs.blocks.unit_blocks`), damped by ``damping * mean(diag H_o)`` (:func:`obd.obs.blocks.damped_inverses`), is
+    pruned greedily by OBS, one weight at a time: remove the weight ``q`` of least
+    ``w_q^2 / (2 [H_o^-1]_qq)``, update ``w <- w - w_q H_o^-1[:, q] / [H_o^-1]_qq`` and downdate
+    the inverse (:func:`obd.obs.greedy.obs_unit_trace`). Removals are allocated over all units and layers by
+    :func:`global_allocate`; ``update=False`` keeps the same removals without the weight update.
+    One greedy pass serves every level; ``traces`` (from :func:`global_obs_traces`) skips it.
+    Biases are kept. The columns are those of :func:`obd.prune.sweep`: ``fraction``,
+    ``pruned_fraction``, ``n_pruned``, ``accuracy``, ``loss``; ``n_pruned`` counts the kernel
+    weights that are zero at each level (weights already zero are removed first, as in
+    :func:`obd.obs.layerwise.obs_sweep`). ``params`` is the plain list of dense layers (``activation`` between them,
+    default ``"relu"``), an ``obd.mlp.MLP``, or an ``nnx.Sequential`` of ``nnx.Linear`` layers
+    with one activation between each two; the two models carry their activation, and an
+    ``activation`` that differs from it is a ``ValueError``.
+    """
+    params, activation = as_dense(params, activation)
+    sizes = layer_sizes(params)
+    fractions = check_fractions(fractions)
+    check_damping(damping)
+    if not isinstance(update, bool | np.bool_):
+        raise ValueError(f"update must be True (OBS update) or False (mask only), got {update!r}")
+    check_examples(x_test, y_test, num_classes=sizes[-1], name="x_test", label_name="y_test")
+    x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
+    if x_test.ndim != 2 or x_test.shape[1] != sizes[0]:
+        raise ValueError(f"x_test must be [N, {sizes[0]}] and y_test [N]; got {x_test.shape}")
+    if traces is None:
+        traces = global_obs_traces(
+            params, x, y, damping=damping, activation=activation, batch_size=batch_size
+        )
+    check_traces(params, traces)
+    kernels, removed, n = _global_kernels(params, traces, fractions, bool(update))
+    n_pruned = zero_counts([p["kernel"] for p in params], kernels, removed)
+    return kernels_table(
+        params, kernels, fractions, n_pruned, n, x_test, y_test, activation, level_batch
+    )
