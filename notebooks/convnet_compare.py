@@ -44,7 +44,10 @@ from matplotlib.legend_handler import HandlerTuple
 from obd.checks import check_number
 from obd.pipeline.io import write_text
 from obd.pipeline.params import check_no_unknown
-from obd.study import convnet_summary as cs
+from obd.study import convnet_metrics as cm
+from obd.study import convnet_styles as styles
+from obd.study import convnet_tables as ct
+from obd.study import published as pub_data
 from obd.study.plots import save_figure
 
 _before = set(globals())
@@ -58,21 +61,21 @@ tol = 0.001  # test error tolerated above the dense error: 0.001 is 0.1 point
 # %%
 check_no_unknown(globals(), _before, ["results_dir", "figures_dir", "out_dir", "tol"])
 check_number("tol", tol, lo=0, hi=1, hi_open=True)
-tables = {kind: cs.read_kind(results_dir, kind) for kind in cs.COLUMNS}
+tables = {kind: cm.read_kind(results_dir, kind) for kind in cm.COLUMNS}
 if tables["oneshot"].empty and tables["iterative"].empty:
     raise ValueError(
         f"no convnet results in {Path(results_dir, 'convnets')}: run convnet.ipynb first"
     )
 Path(figures_dir).mkdir(parents=True, exist_ok=True)
-curves = cs.curves(tables["oneshot"], tables["iterative"])
-archs = [a for a in cs.ARCHS if a in set(curves.arch)] + sorted(set(curves.arch) - set(cs.ARCHS))
-han = cs.load_han2015()
+curves = cm.curves(tables["oneshot"], tables["iterative"])
+archs = [a for a in cm.ARCHS if a in set(curves.arch)] + sorted(set(curves.arch) - set(cm.ARCHS))
+han = pub_data.load_han2015()
 han_total = han[han.layer == "total"].set_index("network")
-published = cs.load_published()
+published = pub_data.load_published()
 for arch in archs:
     seeds = sorted(curves[curves.arch == arch].seed.unique())
     print(
-        f"{cs.arch_label(arch)}: seeds {seeds}, methods {sorted(curves[curves.arch == arch].method.unique())}"
+        f"{styles.arch_label(arch)}: seeds {seeds}, methods {sorted(curves[curves.arch == arch].method.unique())}"
     )
 
 # %% [markdown]
@@ -87,7 +90,7 @@ if not train.empty:
     last = train.sort_values("step").groupby(["arch", "seed"]).tail(1)
     display(last[["arch", "seed", "step", "epoch", "test_loss", "test_accuracy"]]
             .sort_values(["arch", "seed"]).reset_index(drop=True))  # fmt: skip
-dense = cs.per_seed(curves, tol).groupby(["arch", "seed"]).dense_error.first().unstack("seed")
+dense = cm.per_seed(curves, tol).groupby(["arch", "seed"]).dense_error.first().unstack("seed")
 display((100 * dense).round(2).rename_axis(columns="dense test error (%), seed"))
 
 # %% [markdown]
@@ -106,15 +109,15 @@ display((100 * dense).round(2).rename_axis(columns="dense test error (%), seed")
 # and `.md` (the table and those lines).
 
 # %%
-summary = cs.summary(curves, tol)
-reach = cs.reach(curves, tol)
-summary_md = cs.summary_markdown(summary, tol) + "\n" + cs.reach_markdown(reach, tol)
+summary = ct.summary(curves, tol)
+reach = ct.reach(curves, tol)
+summary_md = ct.summary_markdown(summary, tol) + "\n" + ct.reach_markdown(reach, tol)
 write_text(Path(out_dir, "convnet_summary.csv"), summary.to_csv(index=False))
 write_text(Path(out_dir, "convnet_summary.md"), summary_md)
 display(Markdown(summary_md))
 
 # %%
-per_seed = cs.per_seed(curves, tol)
+per_seed = cm.per_seed(curves, tol)
 display(per_seed.pivot_table(index=["arch", "method"], columns="seed",
                              values="tolerated_fraction").mul(100).round(1)
         .rename_axis(columns="% pruned within tol, seed"))  # fmt: skip
@@ -125,32 +128,27 @@ display(per_seed.pivot_table(index=["arch", "method"], columns="seed",
 # The finding "one-shot OBD tolerates more pruning than magnitude" is read at a 1-point loss, where
 # the one-shot grid is coarse (a step of 2-10 points). Each seed's tolerated fraction is therefore
 # read where its error curve, linear between the levels run, crosses its dense error + 1 point
-# (`cs.crossing`), the margin OBD - magnitude taken per seed, and its mean given with the 95%
-# Student-t interval over seeds. "grid bracket": the range the margin could take from the grid
+# (`obd.study.convnet_metrics.crossing`), the margin OBD - magnitude taken per seed, and its mean
+# given with the 95% Student-t interval over seeds (`obd.study.convnet_metrics.margin`, which the
+# findings read too). "grid bracket": the range the margin could take from the grid
 # alone (OBD's crossing at the low end of its bracket and magnitude's at the high end, and the
 # reverse), whatever the curves do between the levels.
 
 # %%
-one_point = cs.per_seed(curves[curves.method.isin(["obd_global", "magnitude_global"])], 0.01)
+one_point = cm.per_seed(curves[curves.method.isin(["obd_global", "magnitude_global"])], 0.01)
 margin_rows = []
 for arch in archs:
-    w = one_point[one_point.arch == arch].set_index(["method", "seed"])
-    if not {"obd_global", "magnitude_global"} <= set(w.index.get_level_values(0)):
+    mg = cm.margin(one_point, arch, "obd_global", "magnitude_global")
+    if mg is None:
         continue
-    o, m = w.loc["obd_global"], w.loc["magnitude_global"]
-    seeds = o.index.intersection(m.index)
-    o, m = o.loc[seeds], m.loc[seeds]
-    diff = o.tolerated_interpolated - m.tolerated_interpolated
-    mean, sd, n, lo, hi = cs.mean_interval(diff)
     margin_rows.append({
-        "network": cs.arch_label(arch), "seeds": n,
-        "OBD (%)": ", ".join(f"{100 * v:.1f}" for v in o.tolerated_interpolated),
-        "magnitude (%)": ", ".join(f"{100 * v:.1f}" for v in m.tolerated_interpolated),
-        "margin per seed (points)": ", ".join(f"{100 * d:+.1f}" for d in diff),
-        "mean ± sd": f"{100 * mean:+.1f} ± {100 * sd:.1f}",
-        "95% t-interval": "n/a (one seed)" if n < 2 else f"[{100 * lo:+.1f}, {100 * hi:+.1f}]",
-        "grid bracket of the mean": f"[{100 * (o.crossing_lo - m.crossing_hi).mean():+.1f}, "
-                                    f"{100 * (o.crossing_hi - m.crossing_lo).mean():+.1f}]",
+        "network": styles.arch_label(arch), "seeds": mg.n,
+        "OBD (%)": ", ".join(f"{100 * v:.1f}" for v in mg.a.tolerated_interpolated),
+        "magnitude (%)": ", ".join(f"{100 * v:.1f}" for v in mg.b.tolerated_interpolated),
+        "margin per seed (points)": ", ".join(f"{100 * d:+.1f}" for d in mg.diff),
+        "mean ± sd": f"{100 * mg.mean:+.1f} ± {100 * mg.sd:.1f}",
+        "95% t-interval": "n/a (one seed)" if mg.n < 2 else f"[{100 * mg.lo:+.1f}, {100 * mg.hi:+.1f}]",
+        "grid bracket of the mean": f"[{100 * mg.grid_lo:+.1f}, {100 * mg.grid_hi:+.1f}]",
     })  # fmt: skip
 display(pd.DataFrame(margin_rows))
 
@@ -163,7 +161,7 @@ def _row(arch: str, method: str) -> pd.Series | None:
 
 lines = []
 for arch in archs:
-    name, pub = cs.arch_label(arch), han_total.loc[arch] if arch in han_total.index else None
+    name, pub = styles.arch_label(arch), han_total.loc[arch] if arch in han_total.index else None
     it = _row(arch, "iterative_obd")
     oneshot = summary[(summary.arch == arch) & ~summary.method.str.startswith(("iterative", "han"))]
     text = f"* **{name}.** "
@@ -179,16 +177,16 @@ for arch in archs:
             f"{100 * tol:g} point ({best.compression:.1f}x). "
         )
     if it is not None:
-        if it.compression_min >= cs.HAN_COMPRESSION:
+        if it.compression_min >= cm.HAN_COMPRESSION:
             verdict = "reaches Han et al.'s {:g}x on every seed"
-        elif it.compression >= cs.HAN_COMPRESSION:
+        elif it.compression >= cm.HAN_COMPRESSION:
             verdict = "reaches Han et al.'s {:g}x on average but not on every seed"
         else:
             verdict = "falls short of Han et al.'s {:g}x"
         text += (
             f"Iterative OBD with retraining prunes {100 * it.tolerated_fraction_mean:.1f}% "
             f"(worst seed {100 * it.tolerated_fraction_min:.1f}%), {it.compression:.1f}x, and so "
-            + verdict.format(cs.HAN_COMPRESSION)
+            + verdict.format(cm.HAN_COMPRESSION)
             + f"; its error at 12x is {100 * it.error_12x_mean:.2f}% ({it.error_12x_how})"
         )
         if pub is not None:
@@ -229,7 +227,7 @@ LOW = 0.75  # the bottom row starts at 75% pruned (4x)
 def method_label(method: str, lab: str) -> str:
     """``lab`` with the seeds behind it, per network (they differ between networks)."""
     n = seeds_of[method]
-    counts = {cs.arch_label(a): int(n[a]) for a in archs if a in n.index}
+    counts = {styles.arch_label(a): int(n[a]) for a in archs if a in n.index}
     if len(set(counts.values())) == 1:
         k = next(iter(counts.values()))
         return f"{lab}, {k} seed{'s' if k > 1 else ''}"
@@ -247,7 +245,7 @@ for col, arch in enumerate(archs):
     pub = published[published.network == arch]
     dense_mean = float(per_seed[per_seed.arch == arch].dense_error.mean())
     for row, ax in enumerate(axes[:, col]):
-        for method, (lab, colour, marker) in cs.METHODS.items():
+        for method, (lab, colour, marker) in styles.METHODS.items():
             g = c[c.method == method]
             if g.empty:
                 continue
@@ -267,7 +265,7 @@ for col, arch in enumerate(archs):
                                 markerfacecolor=face, zorder=3)  # fmt: skip
             handles.setdefault(method_label(method, lab), h)
         for r in pub.itertuples():
-            colour, marker = cs.published_style(r.method)
+            colour, marker = styles.published_style(r.method)
             star = marker == "*"
             x = float(xs(r.fraction, row))
             # the star is drawn below our markers (zorder 3): a marker at 12x is not hidden by it
@@ -296,7 +294,7 @@ for col, arch in enumerate(archs):
             ax.set_xlim(-2, 100)
             low = min([100 * dense_mean, *pub.pruned_error_pct])
             ax.set_ylim(0.5 * low, 100)
-            ax.set_title(f"{cs.arch_label(arch)}: all levels (error on a log scale)")
+            ax.set_title(f"{styles.arch_label(arch)}: all levels (error on a log scale)")
         else:
             ax.set_xscale("log")
             ax.set_xlabel(
@@ -322,10 +320,10 @@ for col, arch in enumerate(archs):
             pct.xaxis.set_minor_locator(mticker.NullLocator())
             pct.tick_params(labelsize=8)
             pct.set_xlabel("kernel weights pruned (%)", fontsize=9)
-            ax.set_title(f"{cs.arch_label(arch)}: from 75% pruned, against compression", pad=8)
+            ax.set_title(f"{styles.arch_label(arch)}: from 75% pruned, against compression", pad=8)
 labels, hs = list(handles), list(handles.values())
 for method, (pruned, *dense) in pub_handles.items():
-    lab = cs.published_label(method, published)
+    lab = pub_data.published_label(method, published)
     labels.append(lab + (" and, hollow at 0%, its dense model" if dense else ""))
     hs.append((pruned, *dense))
 fig.legend(hs, labels, loc="upper center", ncol=2, fontsize=9, bbox_to_anchor=(0.5, 0.0),
@@ -344,7 +342,7 @@ plt.show()
 # Han et al.'s Tables 2 and 3. Bars: mean over seeds; whiskers: lowest to highest seed.
 
 # %%
-layers = cs.layer_sparsity(tables["sparsity"]) if not tables["sparsity"].empty else None
+layers = ct.layer_sparsity(tables["sparsity"]) if not tables["sparsity"].empty else None
 if layers is not None:
     wide = layers.pivot_table(index=["arch", "name"], columns="source", values="remaining_mean",
                               sort=False)  # fmt: skip
@@ -355,17 +353,17 @@ if layers is not None:
 
 # %%
 if layers is not None:
-    sources = [s for s in cs.SPARSITY_SOURCES if s in set(layers.source)]
+    sources = [s for s in styles.SPARSITY_SOURCES if s in set(layers.source)]
     fig, axes = plt.subplots(1, len(archs), figsize=(6.5 * len(archs), 4.5), squeeze=False)
     width = 0.8 / len(sources)
 
     def source_label(src: str) -> str:
         """The bars' label with the seeds behind them, per network where they differ."""
-        lab = cs.SPARSITY_SOURCES[src][0]
+        lab = styles.SPARSITY_SOURCES[src][0]
         if src == "han2015":
             return lab
         seeds = layers[layers.source == src].groupby("arch").seeds.max()
-        counts = {cs.arch_label(a): int(seeds[a]) for a in archs if a in seeds.index}
+        counts = {styles.arch_label(a): int(seeds[a]) for a in archs if a in seeds.index}
         if len(set(counts.values())) == 1:
             k = next(iter(counts.values()))
             return f"{lab}, {k} seed{'s' if k > 1 else ''}"
@@ -373,13 +371,13 @@ if layers is not None:
 
     for ax, arch in zip(axes[0], archs, strict=True):
         la = layers[layers.arch == arch]
-        names = [n for n in cs.LAYERS.get(arch, ()) if n in set(la.name)] or list(
+        names = [n for n in cm.LAYERS.get(arch, ()) if n in set(la.name)] or list(
             dict.fromkeys(la.name)
         )
         for i, src in enumerate(sources):
             g = la[la.source == src].set_index("name").reindex(names)
             x = np.arange(len(names)) + (i - (len(sources) - 1) / 2) * width
-            colour = cs.SPARSITY_SOURCES[src][1]
+            colour = styles.SPARSITY_SOURCES[src][1]
             n = int(g.seeds.max()) if g.seeds.notna().any() else 0
             oneshot = src.startswith("oneshot")
             ax.bar(x, 100 * g.remaining_mean, width, color=colour, alpha=0.45 if oneshot else 1,
@@ -399,7 +397,7 @@ if layers is not None:
         ax.set_yticks([1, 2, 5, 10, 20, 50, 100], ["1", "2", "5", "10", "20", "50", "100"])
         ax.set_ylabel("kernel weights remaining (%)")
         ax.set_xlabel("layer")
-        ax.set_title(cs.arch_label(arch))
+        ax.set_title(styles.arch_label(arch))
         ax.grid(alpha=0.3, axis="y", which="both")
     h, lab = axes[0, 0].get_legend_handles_labels()
     fig.legend(h, lab, loc="upper center", ncol=2, fontsize=9, bbox_to_anchor=(0.5, 0.0),
@@ -418,7 +416,7 @@ if layers is not None:
         obd = la["obd"]
         most, least = obd.idxmax(), obd.idxmin()
         text = (
-            f"* **{cs.arch_label(arch)}.** Iterative OBD keeps most of {most} "
+            f"* **{styles.arch_label(arch)}.** Iterative OBD keeps most of {most} "
             f"({100 * obd[most]:.1f}% of its weights remain) and least of {least} "
             f"({100 * obd[least]:.1f}%)"
         )

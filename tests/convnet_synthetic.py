@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from obd.study.convnet_summary import COLUMNS, LAYERS
+from obd.study.convnet_metrics import COLUMNS, LAYERS
 
 ONESHOT_LEVELS = (0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.95, 0.97, 0.99)
 #: one-shot method, scope: the fraction pruned up to which the error stays at the dense error

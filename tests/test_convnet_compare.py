@@ -1,4 +1,4 @@
-"""obd.study.convnet_summary and the convnet findings, on small tables with hand-computed answers."""
+"""obd.study.convnet_* and the convnet findings, on small tables with hand-computed answers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from convnet_synthetic import write_study
-from obd.study import convnet_summary as cs
-from obd.study import findings
+from obd.study import convnet_metrics as cs
+from obd.study import convnet_tables as ct
+from obd.study import findings, published
 
 
 def _oneshot(rows: list[tuple], arch: str = "lenet5") -> pd.DataFrame:
@@ -154,7 +155,7 @@ def test_summary_over_seeds_next_to_han():
     # iterative seed 1: 0.9375 is 0.2 point worse, so 0.75
     assert per.loc[("iterative_obd", 0), "tolerated_fraction"] == 0.9375
     assert per.loc[("iterative_obd", 1), "tolerated_fraction"] == 0.75
-    s = cs.summary(c).set_index("method")
+    s = ct.summary(c).set_index("method")
     assert list(s.index) == ["obd_global", "iterative_obd", "han2015", "dns2016", "sparsevd2017",
                              "sws2017"]  # fmt: skip
     it_row = s.loc["iterative_obd"]
@@ -174,15 +175,15 @@ def test_summary_over_seeds_next_to_han():
     assert han.compression == 12 and han.dense_error_mean == pytest.approx(0.008)
     assert han.error_12x_mean == pytest.approx(0.0077)
     assert han.tolerated_fraction_mean == pytest.approx(1 - 36 / 431)
-    assert list(cs.summary(c).columns) == cs.SUMMARY_COLUMNS
-    md = cs.summary_markdown(cs.summary(c))
+    assert list(ct.summary(c).columns) == ct.SUMMARY_COLUMNS
+    md = ct.summary_markdown(ct.summary(c))
     assert "| LeNet-5 | OBD, iterative with retraining | 2 | 0.90 ± 0.14 |" in md
     assert "84.4 ± 13.3 (75.0) | 6.4x" in md and "| published |" in md
 
 
 def test_summary_lists_the_later_anchors_with_what_their_ratios_count():
     one = _oneshot([(0, "obd", "global", 0.0, 0.99), (0, "obd", "global", 0.9, 0.97)])
-    s = cs.summary(cs.curves(one, None)).set_index("method")
+    s = ct.summary(cs.curves(one, None)).set_index("method")
     dns, sws = s.loc["dns2016"], s.loc["sws2017"]
     assert (
         dns.seeds == 0 and dns.compression == 108 and dns.dense_error_mean == pytest.approx(0.0091)
@@ -191,10 +192,10 @@ def test_summary_lists_the_later_anchors_with_what_their_ratios_count():
     assert np.isnan(dns.error_12x_mean)  # their error is at 108x, not at 12x
     assert "0.91% at 108x (108-111x in print), 99.1% pruned" in dns.error_12x_how
     assert "162x with quantisation and storage (not comparable)" in sws.error_12x_how
-    assert s.loc["obd_global", "measure"] == cs.OUR_MEASURE
+    assert s.loc["obd_global", "measure"] == ct.OUR_MEASURE
     assert s.loc["sparsevd2017", "measure"] == "weights / non-zero weights"
     assert np.isnan(s.loc["sparsevd2017", "dense_error_mean"])  # no dense reference of its own
-    md = cs.summary_markdown(cs.summary(cs.curves(one, None)))
+    md = ct.summary_markdown(ct.summary(cs.curves(one, None)))
     assert md.splitlines()[0].count("|") == md.splitlines()[-1].count("|") == 10  # 9 columns
     row = next(r for r in md.splitlines() if "Sparse Variational Dropout" in r)
     assert (
@@ -204,15 +205,15 @@ def test_summary_lists_the_later_anchors_with_what_their_ratios_count():
 
 
 def test_markdown_cells_escape_pipes():
-    s = cs.summary(cs.curves(_oneshot([(0, "obd", "global", 0.0, 0.99)]), None))
+    s = ct.summary(cs.curves(_oneshot([(0, "obd", "global", 0.0, 0.99)]), None))
     s.loc[0, "measure"] = "|W| / |W != 0|"
-    line = cs.summary_markdown(s).splitlines()[2]
+    line = ct.summary_markdown(s).splitlines()[2]
     assert "\\|W\\| / \\|W != 0\\|" in line and line.count("|") - line.count("\\|") == 10
 
 
 def test_published_results_as_printed():
-    p = cs.load_published().set_index(["network", "method"])
-    assert list(p.columns) == cs.PUBLISHED_COLUMNS[2:]
+    p = published.load_published().set_index(["network", "method"])
+    assert list(p.columns) == published.PUBLISHED_COLUMNS[2:]
     assert set(p.index.get_level_values("method")) == {"han2015", "dns2016", "sparsevd2017",
                                                        "sws2017"}  # fmt: skip
     for arch, numbers in {
@@ -247,7 +248,7 @@ def test_reach_says_what_matching_each_published_result_would_take():
         (0, "obd", 0, 0.0, 0.992), (0, "obd", 1, 0.75, 0.9915), (0, "obd", 2, 0.9375, 0.9905),
         (1, "obd", 0, 0.0, 0.991), (1, "obd", 1, 0.75, 0.9905), (1, "obd", 2, 0.9375, 0.9905),
     ])  # fmt: skip
-    r = cs.reach(cs.curves(one, it)).set_index("method")
+    r = ct.reach(cs.curves(one, it)).set_index("method")
     assert list(r.index) == ["han2015", "dns2016", "sparsevd2017", "sws2017"]
     dns = r.loc["dns2016"]
     assert dns.fraction_needed == pytest.approx(1 - 1 / 108)
@@ -265,7 +266,7 @@ def test_reach_says_what_matching_each_published_result_would_take():
     # SparseVD's 0.75%: both dense models are above it
     svd = r.loc["sparsevd2017"]
     assert svd.dense_above_seeds == svd.at_error_seeds == 2 and svd.at_error_fraction == 0
-    md = cs.reach_markdown(cs.reach(cs.curves(one, it)))
+    md = ct.reach_markdown(ct.reach(cs.curves(one, it)))
     assert (
         "* To reach the 108x of Dynamic Network Surgery (Guo et al. 2016) on LeNet-5 at 0.91% "
         "test error, 99.1% of the kernel weights would have to be pruned. Our best within 0.1 "
@@ -285,10 +286,10 @@ def test_reach_names_tied_methods_and_partly_reached_errors():
         for m in ("obd", "magnitude")
         for f, a in ((0.0, base), (0.5, base), (0.9, 0.9))
     ])  # fmt: skip
-    r = cs.reach(cs.curves(one, None)).set_index("method").loc["dns2016"]
+    r = ct.reach(cs.curves(one, None)).set_index("method").loc["dns2016"]
     assert r.best_method == "magnitude_global;obd_global" and r.best_fraction == 0.5
     assert r.at_error_fraction == 0.25 and r.dense_above_seeds == 1 and r.at_error_seeds == 2
-    md = cs.reach_markdown(cs.reach(cs.curves(one, None)))
+    md = ct.reach_markdown(ct.reach(cs.curves(one, None)))
     assert (
         "magnitude, all layers, one-shot and OBD, all layers, one-shot (tied), 50.0% (2.0x; "
         "mean of 2 seeds, best seed 50.0%); at a test error <= 0.91%: magnitude, all layers, "

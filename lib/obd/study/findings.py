@@ -6,7 +6,7 @@ wrote: the pruning sweeps (``sweeps/*.csv``), ``assumptions.csv``, ``curvature.c
 a finding whose inputs are missing is reported as not checked.
 
 The convnet findings read the runs of ``convnet.ipynb`` (``convnets/*-seed*-*.csv``) through
-:mod:`obd.study.convnet_summary`.
+:mod:`obd.study.convnet_metrics`.
 
 ``python -m obd.study.findings --results DIR`` writes ``DIR/findings.json`` and ``DIR/findings.md``
 and prints how many held; ``--readme README.md`` also rewrites the README's generated blocks
@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from obd.pipeline.io import write_text
-from obd.study import convnet_summary as cs
+from obd.study import convnet_metrics as cm
+from obd.study.published import load_han2015
 from obd.study.variants import tolerated_fraction
 
 DROP = 0.01  # the accuracy loss tolerated when counting weights pruned "at a 1-point loss"
@@ -121,19 +122,19 @@ class _Results:
     def convnets(self, kind: str) -> pd.DataFrame:
         """All ``convnets/*-seed*-{kind}.csv`` (``convnet.ipynb``'s runs), concatenated."""
         if kind not in self._conv:
-            self._conv[kind] = cs.read_kind(self.root, kind)
+            self._conv[kind] = cm.read_kind(self.root, kind)
         if self._conv[kind].empty:
             raise _Missing(f"convnets/*-seed*-{kind}.csv")
         return self._conv[kind]
 
     def convnet_per_seed(self, arch: str, method: str, tol: float) -> pd.DataFrame:
-        """:func:`obd.study.convnet_summary.per_seed` of one network and method, indexed by seed."""
+        """:func:`obd.study.convnet_metrics.per_seed` of one network and method, indexed by seed."""
         kind = "iterative" if method.startswith("iterative") else "oneshot"
-        c = cs.curves(**{kind: self.convnets(kind)})
+        c = cm.curves(**{kind: self.convnets(kind)})
         c = c[(c.arch == arch) & (c.method == method)]
         if c.empty:
             raise _Missing(f"convnets/{arch}-seed*-{kind}.csv ({method})")
-        return cs.per_seed(c, tol).set_index("seed")
+        return cm.per_seed(c, tol).set_index("seed")
 
 
 def _models(r: _Results) -> tuple[str, str, bool]:
@@ -394,21 +395,19 @@ def _convnet_obd_vs_magnitude(r: _Results) -> tuple[str, str, bool]:
     the mean margin could take from the reading alone.
     """
     parts, held = [], True
-    for arch, name in cs.ARCHS.items():
-        obd = r.convnet_per_seed(arch, "obd_global", DROP)
-        mag = r.convnet_per_seed(arch, "magnitude_global", DROP)
-        seeds = obd.index.intersection(mag.index)
-        if len(seeds) < 2:
+    for arch, name in cm.ARCHS.items():
+        methods = ("obd_global", "magnitude_global")
+        table = pd.concat([r.convnet_per_seed(arch, m, DROP).reset_index() for m in methods])
+        mg = cm.margin(table, arch, *methods, level=CONVNET_LEVEL)
+        if mg is None or len(mg.seeds) < 2:
             raise _Missing(
                 f"a second seed of {arch}'s one-shot runs (the interval over seeds needs two)"
             )
-        o, m = obd.loc[seeds], mag.loc[seeds]
-        diff = o.tolerated_interpolated - m.tolerated_interpolated
-        mean, sd, n, lo, hi = cs.mean_interval(diff, CONVNET_LEVEL)
+        o, m, seeds = mg.a, mg.b, mg.seeds
+        mean, sd, n, lo, hi = mg.mean, mg.sd, mg.n, mg.lo, mg.hi
         held &= bool(mean > 0 and lo > 0)
-        low = float((o.crossing_lo - m.crossing_hi).mean())
-        high = float((o.crossing_hi - m.crossing_lo).mean())
-        per = ", ".join(f"{100 * d:+.1f}" for d in diff)
+        low, high = mg.grid_lo, mg.grid_hi
+        per = ", ".join(f"{100 * d:+.1f}" for d in mg.diff)
         parts.append(
             f"{name} {_pm(o.tolerated_interpolated)} against {_pm(m.tolerated_interpolated)}: "
             f"margins {per} points on seeds {', '.join(str(s) for s in seeds)}, mean "
@@ -431,21 +430,21 @@ def _convnet_obd_vs_magnitude(r: _Results) -> tuple[str, str, bool]:
 def _convnet_12x(r: _Results) -> tuple[str, str, bool]:
     """Iterative OBD with retraining against Han et al.'s 12x at no loss of accuracy."""
     parts, held = [], True
-    for arch, name in cs.ARCHS.items():
-        t = r.convnet_per_seed(arch, "iterative_obd", cs.TOLERANCE)
+    for arch, name in cm.ARCHS.items():
+        t = r.convnet_per_seed(arch, "iterative_obd", cm.TOLERANCE)
         f = t.tolerated_fraction
-        held &= bool((f >= cs.TARGET - 1e-9).all())
+        held &= bool((f >= cm.TARGET - 1e-9).all())
         worst = float(f.min())
         n = len(f)
         parts.append(
-            f"{name} {_pm(f)} of the kernel weights pruned ({cs.compression(float(f.mean())):.1f}x; "
-            f"worst seed {_pct(worst)}, {cs.compression(worst):.1f}x; {n} seed{'s' if n > 1 else ''}"
+            f"{name} {_pm(f)} of the kernel weights pruned ({cm.compression(float(f.mean())):.1f}x; "
+            f"worst seed {_pct(worst)}, {cm.compression(worst):.1f}x; {n} seed{'s' if n > 1 else ''}"
             f") from a dense error of {100 * t.dense_error.mean():.2f}%"
         )
     text = (
         "Iterative OBD with retraining against Han et al. (2015)'s 12x at no loss of accuracy "
         "(91.7% pruned; they report 1.64% -> 1.59% and 0.80% -> 0.77% test error), here with the "
-        f"test error at most {100 * cs.TOLERANCE:g} point above the dense model's: "
+        f"test error at most {100 * cm.TOLERANCE:g} point above the dense model's: "
         + "; ".join(parts) + "."
     )  # fmt: skip
     return text, "every seed of both networks >= 91.7% pruned (12x) within 0.1 point", held
@@ -458,10 +457,10 @@ def _convnet_layers(r: _Results) -> tuple[str, str, bool]:
     if s.empty:
         raise _Missing("convnets/lenet5-seed*-sparsity.csv (iterative OBD rows)")
     remaining = 1 - s.pivot_table(index="seed", columns="name", values="fraction_pruned")
-    layers = [n for n in cs.LAYERS["lenet5"] if n in remaining.columns]
+    layers = [n for n in cm.LAYERS["lenet5"] if n in remaining.columns]
     remaining = remaining[layers]
     least = remaining.idxmax(axis=1)
-    han = cs.load_han2015().query("network == 'lenet5' and layer != 'total'")
+    han = load_han2015().query("network == 'lenet5' and layer != 'total'")
     han = han.set_index("layer").weights_remaining_pct
     per_layer = ", ".join(
         f"{n} {_pm(remaining[n])}" + (f" (Han et al. {han[n]:.0f}%)" if n in han.index else "")
