@@ -26,7 +26,7 @@ from obd import nets, obs, prune
 from obd.checks import check_examples
 from obd.hessian import hessian_diag
 from obd.mlp import accuracy, init_mlp, module_from_params
-from obd.obs_nets import obs_sweep_model
+from obd.obs import obs_sweep_model
 from obd.pipeline import io, runner
 from obd.prune import prune_counts
 from obd.retrain import iterative_prune, retrain_masked
@@ -518,19 +518,21 @@ def test_clean_stale_never_removes_a_users_hidden_files(tmp_path, monkeypatch):
 def test_clean_stale_removes_a_killed_site_build_but_no_user_folder(tmp_path, monkeypatch):
     """The report site builds in a marked hidden folder of reports/: a build killed midway leaves
     that folder, which the next run removes; a user's hidden folder is kept."""
+    import tempfile
+
     from obd.study import report
 
     seen = []
-    real = report.tempfile.TemporaryDirectory
+    real = tempfile.TemporaryDirectory
 
     def spy(**kw):
         seen.append(kw["prefix"])
         raise KeyboardInterrupt  # killed as the build starts
 
-    monkeypatch.setattr(report.tempfile, "TemporaryDirectory", spy)
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", spy)
     with pytest.raises(KeyboardInterrupt):
         report.build_site(tmp_path, tmp_path, tmp_path)
-    monkeypatch.setattr(report.tempfile, "TemporaryDirectory", real)
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", real)
     killed = Path(real(prefix=seen[0], dir=tmp_path).name)  # what a killed build leaves
     (killed / "src" / "notebooks").mkdir(parents=True)
     (killed / "src" / "notebooks" / "a.ipynb").write_text("{}")
