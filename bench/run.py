@@ -38,7 +38,7 @@ from common import fit_exponent, frame, interleaved, machine_facts, memory, rati
 from common import row as make_row
 from figures import plot_all
 from notebook_times import merge, parse_logs
-from obd import hessian, mlp, prune, saliency
+from obd import hessian, mlp, prune, saliencies
 from obd.study import model as blog_model
 from obd.study import train
 from obd.study.data import DataUnavailableError, load_mnist
@@ -365,7 +365,7 @@ def bench_pipeline(s: Settings, data) -> list[dict]:
     )
     log(f"sweep {s.sweep_levels} levels on {s.sweep_examples:,} examples")
     x, y = data[2][: s.sweep_examples], data[3][: s.sweep_examples]
-    scores = saliency.saliency("magnitude", params)
+    scores = saliencies.saliency("magnitude", params)
     fractions = np.linspace(0, 1, s.sweep_levels)
 
     def sweep():

@@ -53,7 +53,7 @@ from obd.hessian import hessian_diag
 from obd.pipeline.io import atomic_path
 from obd.pipeline.params import check_no_unknown
 from obd.prune import masks
-from obd.saliency import saliency
+from obd.saliencies import saliency
 from obd.study.data import load_mnist
 from obd.study.model import load_params
 from obd.study.plots import save_figure

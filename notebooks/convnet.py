@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from obd import saliency as sal
+from obd import saliencies as sal
 from obd.checks import check_number
 from obd.hessian import hessian_diag
 from obd.obs import obs_sweep_model

@@ -28,7 +28,7 @@
 # | `empirical-fisher` | empirical Fisher | `mean_n g_n^2`, per-example gradients at the true labels |
 # | `mc-fisher` | Monte-Carlo Fisher | the same with one label per example sampled from the model's softmax; unbiased for the Fisher = Gauss-Newton = (ReLU) exact diagonal |
 # | `adam-nu` | Adam's second moment | fresh `optax.scale_by_adam` (b1 0.9, b2 0.999, eps 1e-8) fed `adam_steps` gradients of the mean loss on batches of 64 drawn as in training, **learning rate 0** (weights fixed at the trained values); `nu` bias-corrected, `nu / (1 - b2^steps)` (jaxpruner's `adam-fisher` idea, which reuses the training optimizer's `nu`) |
-# | `blog-rowsum` | the blog's score | `obd.saliency` `"blog_obd"`: the Hessian row sum `H 1` of the loss summed over one random batch of 64, ranked signed, no `w^2` (the score itself, not `0.5 d w^2`) |
+# | `blog-rowsum` | the blog's score | `obd.saliencies` `"blog_obd"`: the Hessian row sum `H 1` of the loss summed over one random batch of 64, ranked signed, no `w^2` (the score itself, not `0.5 d w^2`) |
 # | `magnitude` | constant | `|w|`, for reference |
 #
 # All curvature estimates use the same examples as the exact diagonal (the training set, or its first
@@ -57,7 +57,7 @@ from obd.pipeline.io import atomic_path
 from obd.pipeline.params import check_no_unknown
 from obd.prune import ranks as prune_ranks
 from obd.prune import sweep
-from obd.saliency import saliency
+from obd.saliencies import saliency
 from obd.study.data import load_mnist
 from obd.study.model import load_params
 from obd.study.plots import save_figure

@@ -35,7 +35,7 @@ import pandas as pd
 from IPython.display import display
 
 from obd import obs
-from obd import saliency as sal
+from obd import saliencies as sal
 from obd.checks import check_number
 from obd.hessian import hessian_diag
 from obd.mlp import accuracy

@@ -10,7 +10,7 @@ from jax.flatten_util import ravel_pytree
 from obd import nets, retrain
 from obd.network import as_network, to_params
 from obd.prune import masks
-from obd.saliency import saliency
+from obd.saliencies import saliency
 from obd.study import convnets
 
 

@@ -90,7 +90,7 @@ def build_base(root: Path) -> None:
     import jax
 
     from obd.prune import sweep
-    from obd.saliency import saliency
+    from obd.saliencies import saliency
     from obd.study.data import load_mnist
     from obd.study.model import save_params
     from obd.study.train import TrainConfig, train

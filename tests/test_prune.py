@@ -6,7 +6,7 @@ import pytest
 
 from obd import mlp as model
 from obd import prune
-from obd.saliency import saliency
+from obd.saliencies import saliency
 
 
 def _tree(k0, b0, k1, b1):

@@ -10,7 +10,7 @@ from jax.flatten_util import ravel_pytree
 
 from obd import nets, prune
 from obd.hessian import hessian_diag
-from obd.saliency import saliency
+from obd.saliencies import saliency
 
 
 def _model(seed=0, dtype=jnp.float32):

@@ -30,7 +30,7 @@ from obd.obs import obs_sweep_model
 from obd.pipeline import io, runner
 from obd.prune import prune_counts
 from obd.retrain import iterative_prune, retrain_masked
-from obd.saliency import saliency
+from obd.saliencies import saliency
 from obd.study import convnets
 from obd.study.model import load_params, save_params
 from obd.study.train import TrainConfig, train

@@ -11,7 +11,7 @@ import pytest
 from obd import retrain
 from obd.mlp import init_mlp, loss
 from obd.prune import apply_masks, masks, prune_counts
-from obd.saliency import saliency
+from obd.saliencies import saliency
 
 SIZES = (20, 16, 16, 3)
 

@@ -10,7 +10,7 @@ from jax.flatten_util import ravel_pytree
 
 from obd import nets, retrain
 from obd.prune import masks
-from obd.saliency import saliency
+from obd.saliencies import saliency
 
 
 def _images(n=300, seed=0):

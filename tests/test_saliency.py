@@ -7,7 +7,7 @@ from jax.flatten_util import ravel_pytree
 import obd.study  # noqa: F401  (registers the blog's saliencies)
 from obd import mlp as model
 from obd import prune
-from obd.saliency import SCOPES, draw_batch, saliency, saliency_kinds
+from obd.saliencies import SCOPES, draw_batch, saliency, saliency_kinds
 
 
 def _tree(k0, b0, k1, b1):

@@ -3,7 +3,7 @@
 The core is flat and imports nothing from :mod:`obd.study` (the 2016 blog study built on it) or
 :mod:`obd.pipeline` (the notebook pipeline behind the report)::
 
-    from obd import hessian_diag, saliency, masks, sweep, apply_masks, iterative_prune
+    from obd import hessian_diag, saliencies, masks, sweep, apply_masks, iterative_prune
 
 Every name below is also importable from its own module (``obd.hessian``, ``obd.prune``, ...);
 importing ``obd`` itself loads nothing heavy until a name is used.
@@ -36,9 +36,9 @@ _EXPORTS: dict[str, str] = {
     "hutchinson_diags": "obd.curvature",
     "adam_nu_diag": "obd.curvature",
     # saliency and pruning
-    "saliency": "obd.saliency",
-    "register_saliency": "obd.saliency",
-    "saliency_kinds": "obd.saliency",
+    "saliency": "obd.saliencies",
+    "register_saliency": "obd.saliencies",
+    "saliency_kinds": "obd.saliencies",
     "masks": "obd.prune",
     "apply_masks": "obd.prune",
     "ranks": "obd.prune",
@@ -115,5 +115,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
     from obd.obs import global_obs_prune, global_obs_sweep, obs_prune, obs_sweep, obs_sweep_model
     from obd.prune import apply_masks, layer_sparsity, masks, ranks, sweep
     from obd.retrain import iterative_prune, retrain_masked
-    from obd.saliency import register_saliency, saliency, saliency_kinds
+    from obd.saliencies import register_saliency, saliency, saliency_kinds
     from obd.taylor import loss_change_curve, loss_change_terms

@@ -43,7 +43,7 @@ from obd import prune
 from obd.checks import check_examples
 from obd.mlp import apply_mlp, layer_sizes
 from obd.network import Params, activation_fn
-from obd.saliency import check_like
+from obd.saliencies import check_like
 
 # ---------------------------------------------------------------------------------------------
 # Validation and chunking

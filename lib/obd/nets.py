@@ -2,7 +2,7 @@
 
 Any ``nnx.Sequential`` built from ``nnx.Linear``, ``nnx.Conv``, :func:`max_pool`, :func:`avg_pool`,
 :func:`flatten` and elementwise activations given as JAX functions (``jax.nn.relu``, ``jnp.tanh``,
-...) works with the library (``obd.hessian.hessian_diag``, ``obd.saliency``, ``obd.prune``)::
+...) works with the library (``obd.hessian.hessian_diag``, ``obd.saliencies``, ``obd.prune``)::
 
     model = nnx.Sequential(
         nnx.Conv(1, 4, kernel_size=(3, 3), strides=(2, 2), padding="SAME", rngs=nnx.Rngs(0)),

@@ -29,7 +29,7 @@ from flax import nnx
 
 from obd.checks import check_examples
 from obd.network import Network, Params, as_network, input_check, is_module, to_params, with_params
-from obd.saliency import check_scope
+from obd.saliencies import check_scope
 
 #: Rank given to entries that are not prunable: ``rank >= k`` keeps them for every ``k``.
 UNRANKED = np.iinfo(np.int32).max

@@ -48,8 +48,8 @@ from obd.network import (
 )
 from obd.prune import apply_masks, check_masks, leaf_names
 from obd.prune import masks as prune_masks
-from obd.saliency import check_like, check_scope
-from obd.saliency import saliency as score_params
+from obd.saliencies import check_like, check_scope
+from obd.saliencies import saliency as score_params
 
 SALIENCIES: tuple[str, ...] = ("obd", "magnitude")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")

@@ -41,7 +41,7 @@ import pandas as pd
 
 from obd.curvature import activation_derivatives, check_data, chunked_sum
 from obd.network import Params, activation_fn
-from obd.saliency import check_like
+from obd.saliencies import check_like
 
 TERMS: tuple[str, ...] = ("loss", "first_order", "quadratic", "gauss_newton", "actual")
 COLUMNS: tuple[str, ...] = (

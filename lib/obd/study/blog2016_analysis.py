@@ -171,7 +171,7 @@ def kernel_only_sweeps(
     given. Columns: ``method``, ``scope``, ``fraction``, ``accuracy``."""
     from obd.obs import obs_sweep
     from obd.prune import sweep
-    from obd.saliency import saliency
+    from obd.saliencies import saliency
 
     jp = [{k: jnp.asarray(v) for k, v in layer.items()} for layer in params]
     xt, yt = test

@@ -7,7 +7,7 @@
   within each tensor's own Hessian block (what ``tf.hessians`` per variable gives); with scope
   ``"global"`` it is the full-model row sum.
 
-Importing :mod:`obd.study` registers both with :func:`obd.saliency.register_saliency`.
+Importing :mod:`obd.study` registers both with :func:`obd.saliencies.register_saliency`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import optax
 
 from obd.checks import check_examples
 from obd.network import Network, Params, as_network
-from obd.saliency import _as_key, check_scope, draw_batch, register_saliency, saliency_kinds
+from obd.saliencies import _as_key, check_scope, draw_batch, register_saliency, saliency_kinds
 
 __all__ = ["blog_obd_scores", "summed_loss"]
 
