@@ -62,6 +62,7 @@ from jax.sharding import Mesh, PartitionSpec
 from obd.checks import check_examples
 from obd.network import Act, Conv, Dense, Network, Params, as_network, input_check, to_params
 
+#: The ``method`` values :func:`hessian_diag` accepts (see the module docstring).
 METHODS: tuple[str, ...] = ("exact", "fast", "hvp", "bruteforce", "hutchinson")
 #: Examples per chunk for dense-only networks. Small chunks keep the intermediates in the CPU
 #: caches: for the blog's MLP on 60,000 examples (2-core CPU), the diagonal takes ~1.5x one

@@ -56,7 +56,7 @@ LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 
 
 def halving_schedule(rounds: int = 5) -> np.ndarray:
-    """``1 - 2^-r`` for ``r = 1 .. rounds``: each round prunes half of the remaining weights."""
+    """``1 - 2^-r`` for ``r`` from 1 to ``rounds``: each round prunes half of the remaining weights."""
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     return 1.0 - 0.5 ** np.arange(1, rounds + 1)
