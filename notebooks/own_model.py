@@ -43,10 +43,9 @@ from flax import nnx
 from IPython.display import display
 
 import obd
-from obd import nets
+from obd import nets, saliency
 from obd.checks import check_number
 from obd.pipeline.params import check_no_unknown
-from obd.saliency import saliency
 from obd.study.data import load_mnist
 
 _before = set(globals())

@@ -36,6 +36,7 @@ from typing import Protocol
 import nbformat
 import pandas as pd
 
+from obd.pipeline import api_docs
 from obd.pipeline.io import temp_prefix, write_text
 from obd.pipeline.portable import REMOTE_ASSET, path_rules, relative_text, remote_assets
 
@@ -260,9 +261,12 @@ def first_screen(content: SiteContent, stems: list[str]) -> list[str]:
     return out
 
 
-def front_page(content: SiteContent, figures: Path, pages: list[str], prov: dict) -> str:
+def front_page(
+    content: SiteContent, figures: Path, pages: list[str], prov: dict, library: Sequence[str] = ()
+) -> str:
     """The site's front page (MyST Markdown): ``content`` laid out, with the figures drawn in
-    ``figures``, links to the notebook ``pages`` and the provenance ``prov``."""
+    ``figures``, links to the notebook ``pages``, the provenance ``prov`` and, last, a toctree
+    "For library users" of the ``library`` entries (:mod:`obd.pipeline.api_docs`)."""
     pngs = _visible(figures.glob("fig*.png"))
     out = [f"# {content.title}\n"]
     out += first_screen(content, [p.stem for p in pngs])
@@ -298,11 +302,15 @@ def front_page(content: SiteContent, figures: Path, pages: list[str], prov: dict
     out += ["## Sources\n"] + [f"* [{t}]({u})" for t, u in content.sources] + [""]
     groups: dict[str, list[str]] = {}
     for stem in pages:
-        groups.setdefault(_group(stem, content.groups), []).append(stem)
+        if f"notebooks/{stem}" not in library:
+            groups.setdefault(_group(stem, content.groups), []).append(stem)
     for title in [t for t, _ in content.groups] + [OTHER]:
         if title in groups:
             out += ["```{toctree}", f":caption: {title}", ":maxdepth: 1", ""]
             out += [f"notebooks/{s}" for s in groups[title]] + ["```", ""]
+    if library:
+        out += ["```{toctree}", ":caption: For library users", ":maxdepth: 1", ""]
+        out += [*library, "```", ""]
     return "\n".join(out)
 
 
@@ -350,6 +358,7 @@ def build_site(
     root: Path | None = None,
     packages: Sequence[str] = (),
     groups: Sequence[tuple[str, tuple[str, ...]]] = (),
+    docs: Path | None = None,
 ) -> Path:
     """Build ``reports/site`` and ``reports/index.html``; return the site's front page.
 
@@ -357,7 +366,8 @@ def build_site(
     may compute and write the run's findings). ``groups`` orders the notebooks (as
     :attr:`SiteContent.groups`), ``packages`` are those whose versions the provenance lists and
     ``root`` is the repository that machine paths are made relative to (default: the working
-    directory).
+    directory). ``docs``, when given, is the folder of the library pages (the API reference from
+    the core's docstrings and "on your own model", :mod:`obd.pipeline.api_docs`).
     """
     root = Path.cwd() if root is None else Path(root)
     reports, figures = Path(reports), Path(figures)
@@ -377,9 +387,11 @@ def build_site(
             shutil.copyfile(png, src / "figures" / png.name)
         stems = [p.stem for p in notebooks]
         page = content()
-        (src / "index.md").write_text(front_page(page, figures, stems, prov))
+        library = api_docs.add_pages(src, Path(docs)) if docs is not None else []
+        (src / "index.md").write_text(front_page(page, figures, stems, prov, library))
         title = json.dumps(page.title, ensure_ascii=False)
-        (src / "conf.py").write_text(CONF.format(generator=page.generator, title=title))
+        conf = CONF.format(generator=page.generator, title=title)
+        (src / "conf.py").write_text(conf + (api_docs.CONF if docs is not None else ""))
         (src / "_static").mkdir()
         (src / "_static" / "front.css").write_text(FRONT_CSS.format(generator=page.generator))
         build = Path(tmp, "html")

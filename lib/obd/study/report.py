@@ -145,6 +145,10 @@ def content(results: Path) -> SiteContent:
     )
 
 
+#: The library pages (API reference, "on your own model") in the repository's docs/ folder.
+DOCS = Path(__file__).resolve().parents[3] / "docs"
+
+
 def build_site(reports: Path, figures: Path, results: Path, root: Path | None = None) -> Path:
     """Build ``reports/site`` and ``reports/index.html`` for the study's run (notebooks executed
     into ``reports``, figures in ``figures``, results in ``results``); return the front page.
@@ -157,6 +161,7 @@ def build_site(reports: Path, figures: Path, results: Path, root: Path | None = 
         root=root,
         packages=words.PACKAGES,
         groups=words.GROUPS,
+        docs=DOCS if DOCS.is_dir() else None,
     )
 
 
