@@ -574,6 +574,7 @@ def _tree(tmp_path: Path) -> Path:
     the shared environment (which would point its editable install at the copy)."""
     tree = tmp_path / "tree"
     paths = ["Makefile", "pyproject.toml", "requirements.txt"]
+    paths += [str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.yaml")]
     paths += [str(p.relative_to(ROOT)) for p in (ROOT / "lib" / "obd").glob("*.*")]
     paths += [str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb")]
     running = Path(sys.prefix)
