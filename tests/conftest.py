@@ -5,7 +5,7 @@ background, so that the rest of the suite runs meanwhile:
 
 * ``quick_pipeline``: ``make reproduce QUICK=1`` (several minutes), every notebook end to end;
 * ``notebook_defaults_runs``: each notebook run by hand with its defaults
-  (``tests/test_notebook_defaults.py``).
+  (``tests/e2e/test_notebook_defaults.py``).
 
 As soon as pytest has collected the tests, each run that a selected test takes as an argument
 starts (at a lower priority: ``nice -n 10``, so that it uses the cores the tests leave idle), and
@@ -63,11 +63,12 @@ def _quick_command(root: Path, items: Sequence[pytest.Item]) -> list[str]:
 
 
 def _defaults_command(root: Path, items: Sequence[pytest.Item]) -> list[str]:
-    """tests/test_notebook_defaults.py as a script: the notebooks of the selected tests (all when
+    """tests/e2e/test_notebook_defaults.py as a script: the notebooks of the selected tests (all when
     the run was asked for some other way)."""
     stems = sorted({item.callspec.params["path"].stem for item in items if hasattr(item, "callspec")
                     and "path" in item.callspec.params})  # fmt: skip
-    return [sys.executable, str(ROOT / "tests" / "test_notebook_defaults.py"), str(root), *stems]
+    script = ROOT / "tests" / "e2e" / "test_notebook_defaults.py"
+    return [sys.executable, str(script), str(root), *stems]
 
 
 #: fixture name -> the command of its run, from the run's folder and the tests that read it
@@ -189,7 +190,7 @@ def quick_run(quick_pipeline: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def notebook_defaults_runs(pytestconfig: pytest.Config) -> Path:
-    """The folder where ``tests/test_notebook_defaults.py``, run as a script, ran the notebooks
+    """The folder where ``tests/e2e/test_notebook_defaults.py``, run as a script, ran the notebooks
     with their defaults (see its ``run_all``); finished. Skipped without MNIST."""
     _skip_without_mnist()
     return _run(pytestconfig, "notebook_defaults_runs").wait()

@@ -37,7 +37,7 @@ from obd.study.train import TrainConfig, train
 from obd.study.variants import load_sweeps
 from obd.taylor import loss_change_curve
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SIZES = (20, 8, 3)
 SMALL = dict(sizes=SIZES, steps=20, batch_size=16, chunk_steps=10, learning_rate=1e-3)
 
