@@ -1,5 +1,11 @@
 """Shared fixtures: small synthetic data sets and networks, and the suite's background runs.
 
+The tests mirror the library: ``core/`` (``obd``'s flat modules), ``study/`` (``obd.study``),
+``pipeline/`` (``obd.pipeline``, the Makefile and project files) and ``e2e/`` (notebook runs, the
+QUICK pipeline, offline reports, the report site, notebook defaults). This folder is on
+``sys.path`` under pytest: ``problems.py`` (the table of small test problems), ``checkout.py`` and
+``convnet_synthetic.py`` are shared by every folder's tests.
+
 Two pieces of work run outside the pytest process, each at most once per session and in the
 background, so that the rest of the suite runs meanwhile:
 
@@ -40,6 +46,17 @@ def toy_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     x = rng.uniform(size=(600, 20)).astype(np.float32)
     y = ((x - 0.5) @ w).argmax(-1).astype(np.int32)
     return x[:500], y[:500], x[500:], y[500:]
+
+
+@pytest.fixture
+def toy_net():
+    """An untrained plain MLP for ``toy_data`` (``problems.TOY_SIZES``: 20-8-3)."""
+    import jax
+
+    from obd.mlp import init_mlp
+    from problems import TOY_SIZES
+
+    return init_mlp(jax.random.key(0), TOY_SIZES)
 
 
 def mnist_reachable() -> bool:

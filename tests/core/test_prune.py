@@ -2,11 +2,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pandas as pd
 import pytest
+from flax import nnx
 
 from obd import mlp as model
-from obd import prune
+from obd import nets, obs, prune
+from obd.mlp import accuracy
+from obd.obs_nets import obs_sweep_model
+from obd.prune import prune_counts
+from obd.retrain import retrain_masked
 from obd.saliency import saliency
+from problems import TOY_SIZES, kernel_zeros, sparsify
 
 
 def _tree(k0, b0, k1, b1):
@@ -203,3 +210,81 @@ def test_sweep_endpoints(net):
     df = prune.sweep(params, scores, 1.0, x, y, include_biases=True)
     np.testing.assert_allclose(df["loss"][0], np.log(3), rtol=1e-6)
     np.testing.assert_allclose(df["accuracy"][0], np.mean(y == 0), atol=1e-6)
+
+
+# --- models that already have zeros, masks that are not boolean ----------------------------------
+
+
+def test_sweeps_count_the_zeros_a_model_already_has(toy_data, toy_net):
+    x, y, xt, yt = toy_data
+    sparse = sparsify(toy_net)
+    n = sum(np.size(layer["kernel"]) for layer in toy_net)
+    z = kernel_zeros(sparse)
+    fractions = [0.0, 0.2, 0.6]
+    # magnitude: zeros rank first by score already; the reference is the pruned model itself
+    scores = saliency("magnitude", sparse)
+    table = prune.sweep(sparse, scores, fractions, xt, yt)
+    for f, row in zip(fractions, table.itertuples(), strict=True):
+        pruned = prune.apply_masks(sparse, prune.masks(scores, f))
+        assert row.n_pruned == kernel_zeros(pruned) == max(prune_counts(f, n), z)
+        assert row.pruned_fraction == row.n_pruned / n
+        assert row.accuracy == pytest.approx(float(accuracy(pruned, xt, yt)), abs=1e-6)
+    # scores that do not rank the zeros first: they count as pruned all the same
+    rng = np.random.default_rng(1)
+    scores = jax.tree.map(lambda a: jnp.asarray(rng.uniform(size=a.shape)), sparse)
+    for scope in ("global", "layerwise"):
+        table = prune.sweep(sparse, scores, fractions, xt, yt, scope=scope)
+        for f, row in zip(fractions, table.itertuples(), strict=True):
+            m = prune.masks(scores, f, scope=scope, params=sparse)
+            pruned = prune.apply_masks(sparse, m)
+            assert row.n_pruned == kernel_zeros(pruned)
+            assert row.n_pruned == sum(int((~np.asarray(k["kernel"])).sum()) for k in m)
+            assert row.accuracy == pytest.approx(float(accuracy(pruned, xt, yt)), abs=1e-6)
+        assert list(table.n_pruned) == [z, z, prune_counts(0.6, n)] or scope == "layerwise"
+    # layer-wise and global OBS: the count of zeros in the kernels they return
+    table = obs.obs_sweep(sparse, x, fractions, xt, yt)
+    for f, row in zip(fractions, table.itertuples(), strict=True):
+        assert row.n_pruned == kernel_zeros(obs.obs_prune(sparse, x, f))
+    assert table.n_pruned[0] == z and table.n_pruned[1] == z
+    net_table = obs_sweep_model(sparse, x, fractions, xt, yt)
+    pd.testing.assert_series_equal(net_table.n_pruned, table.n_pruned)
+    table = obs.global_obs_sweep(sparse, x, y, fractions, xt, yt)
+    for f, row in zip(fractions, table.itertuples(), strict=True):
+        assert row.n_pruned == kernel_zeros(obs.global_obs_prune(sparse, x, y, f))
+    assert list(table.n_pruned) == [z, z, prune_counts(0.6, n)]
+
+
+def test_masks_must_be_boolean_or_zero_one(toy_data, toy_net):
+    x, y, _, _ = toy_data
+    scores = saliency("magnitude", toy_net)
+    with pytest.raises(ValueError, match=r"masks of layer 0 \(kernel\) hold .* other than 0 and 1"):
+        prune.apply_masks(toy_net, scores)
+    with pytest.raises(ValueError, match=r"masks of layer 0 \(kernel\) hold"):
+        retrain_masked(toy_net, scores, x, y, steps=2)
+    m = prune.masks(scores, 0.5)
+    half = jax.tree.map(lambda a: jnp.where(a, 1.0, 0.5), m)
+    pruned = int((~np.asarray(m[0]["kernel"])).sum())  # each pruned entry became 0.5
+    with pytest.raises(ValueError, match=rf"masks of layer 0 \(kernel\) hold {pruned} value"):
+        prune.apply_masks(toy_net, half)
+    nan_bias = [dict(layer) for layer in m]
+    nan_bias[1]["bias"] = jnp.full(3, jnp.nan)
+    with pytest.raises(ValueError, match=r"masks of layer 1 \(bias\) hold 3 value"):
+        prune.apply_masks(toy_net, nan_bias)
+    # exactly 0/1 numbers are masks: the same result as the booleans
+    ones = jax.tree.map(lambda a: a.astype(np.float32), m)
+    for a, b in zip(jax.tree.leaves(prune.apply_masks(toy_net, ones)),
+                    jax.tree.leaves(prune.apply_masks(toy_net, m)), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(a, b)
+    model = nets.mlp(TOY_SIZES, rngs=nnx.Rngs(0))
+    state = saliency("magnitude", model)
+    with pytest.raises(ValueError, match=r"masks of layer 1 \(kernel\) hold"):
+        prune.apply_masks(model, _only_layer_scores(state, 1))
+
+
+def _only_layer_scores(state, layer):
+    """Boolean masks (all kept) with the kernel of parametric layer ``layer`` replaced by scores."""
+    leaves, treedef = jax.tree.flatten(state)
+    kernels = [i for i, a in enumerate(leaves) if np.ndim(a) == 2]
+    out = [jnp.ones(np.shape(a), bool) for a in leaves]
+    out[kernels[layer]] = leaves[kernels[layer]]
+    return jax.tree.unflatten(treedef, out)

@@ -11,7 +11,9 @@ import pytest
 from obd import retrain
 from obd.mlp import init_mlp, loss
 from obd.prune import apply_masks, masks, prune_counts
+from obd.retrain import iterative_prune, retrain_masked
 from obd.saliency import saliency
+from problems import keep_all, kernel_zeros, sparsify
 
 SIZES = (20, 16, 16, 3)
 
@@ -158,3 +160,35 @@ def test_bad_input_raises_value_error(trained):
     with pytest.raises(ValueError, match="learning_rate"):
         retrain.retrain_masked(params, keep, x, y, steps=1, learning_rate=0.0)
     assert jnp.isfinite(loss(params, x, y))
+
+
+# --- bad arguments, models that already have zeros -----------------------------------------------
+
+
+def test_retrain_wrong_types(toy_data, toy_net):
+    x, y, xt, yt = toy_data
+    m = keep_all(toy_net)
+    for kwargs, match in [
+        (dict(steps=2.5), "steps must be an integer"),
+        (dict(steps=5, seed=2.7), "seed must be an integer"),
+        (dict(steps=5, learning_rate="1e-4"), "learning_rate must be a number"),
+        (dict(steps=5, dropout_rate="0.2"), "dropout_rate must be a number"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            retrain_masked(toy_net, m, x, y, **kwargs)
+    with pytest.raises(ValueError, match="retrain_steps must be an integer"):
+        iterative_prune(toy_net, x, y, xt, yt, retrain_steps="10")
+
+
+def test_iterative_pruning_keeps_existing_zeros_pruned(toy_data, toy_net):
+    x, y, xt, yt = toy_data
+    sparse = sparsify(toy_net)
+    n = sum(np.size(layer["kernel"]) for layer in toy_net)
+    z = kernel_zeros(sparse)
+    df, out = iterative_prune(sparse, x, y, xt, yt, saliency="magnitude", schedule=[0.2, 0.6],
+                              retrain_steps=20, return_params=True)  # fmt: skip
+    assert list(df.n_pruned) == [z, z, prune_counts(0.6, n)]
+    np.testing.assert_array_equal(df.pruned_fraction, df.n_pruned / n)
+    assert kernel_zeros(out) == df.n_pruned.iloc[-1]
+    for before, after in zip(sparse, out, strict=True):  # retraining revived none of them
+        assert not np.asarray(after["kernel"])[np.asarray(before["kernel"]) == 0].any()

@@ -1,10 +1,14 @@
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from obd.batches import batch_indices
 from obd.mlp import accuracy, loss
+from obd.retrain import iterative_prune, retrain_masked
+from obd.study import convnets
 from obd.study.train import TrainConfig, train
+from problems import TOY_TRAIN, keep_all, mnist_like
 
 SMALL = dict(sizes=(20, 16, 16, 3), steps=300, batch_size=32, learning_rate=3e-3, chunk_steps=100)
 
@@ -65,3 +69,69 @@ def test_wrong_data_shape_raises(toy_data):
     x, y, xt, yt = toy_data
     with pytest.raises(ValueError, match="training data"):
         train(TrainConfig(**{**SMALL, "sizes": (21, 4, 3)}), toy_data, progress=False)
+
+
+# --- bad configurations and data, divergence, low precision --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(steps=2.5), r"steps must be an integer, got 2\.5 \(float\)"),
+        (dict(steps="10"), r"steps must be an integer, got '10' \(str\)"),
+        (dict(steps=True), r"steps must be an integer, got True \(bool\)"),
+        (dict(dropout_rate="0.2"), r"dropout_rate must be a number, got '0\.2' \(str\)"),
+        (dict(seed=2.7), r"seed must be an integer, got 2\.7 \(float\)"),
+        (dict(seed=-1), r"seed=-1 is outside the accepted range"),
+        (dict(learning_rate="1e-4"), r"learning_rate must be a number, got '1e-4' \(str\)"),
+        (dict(learning_rate=float("nan")), r"learning_rate must be a finite number"),
+        (dict(batch_size=64.0), r"batch_size must be an integer"),
+        (dict(sizes=(20, 2.5, 3)), r"sizes entry must be an integer"),
+        (dict(activation=None), r"activation must be a name"),
+    ],
+)
+def test_wrong_types_raise_naming_parameter_and_type(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**bad)
+
+
+def test_numpy_scalars_are_accepted_as_numbers():
+    cfg = TrainConfig(seed=np.int64(3), steps=np.int32(10), learning_rate=np.float32(1e-3))
+    assert (type(cfg.seed), type(cfg.steps), type(cfg.learning_rate)) == (int, int, float)
+
+
+def test_diverging_training_stops_naming_the_step(toy_data, toy_net):
+    x, y, xt, yt = toy_data
+    huge = np.full_like(x, 3e38)  # finite inputs whose activations overflow: NaN at once
+    with pytest.raises(ValueError, match=r"training diverged.*not finite.*at step 1;"):
+        train(TrainConfig(**TOY_TRAIN), (huge, y, xt, yt), progress=False)
+    with pytest.raises(ValueError, match=r"training diverged.*at step 1;"):
+        retrain_masked(toy_net, keep_all(toy_net), huge, y, steps=5)
+    # mid-run: step 1 is sane, its update (learning rate 1e30) makes step 2 overflow; the step is
+    # named from within a chunk (chunk_steps=10) and across chunks (chunk_steps=1)
+    for chunk in (10, 1):
+        cfg = TrainConfig(**{**TOY_TRAIN, "learning_rate": 1e30, "chunk_steps": chunk})
+        with pytest.raises(ValueError, match=r"training diverged.*at step 2; .*no checkpoint"):
+            train(cfg, (x * 1e4, y, xt, yt), progress=False)
+    with pytest.raises(ValueError, match=r"training diverged.*at step 2;"):
+        retrain_masked(toy_net, keep_all(toy_net), x * 1e4, y, steps=5, learning_rate=1e30)
+
+
+def test_float16_training_is_refused_naming_the_cause(toy_data, toy_net):
+    x, y, xt, yt = toy_data
+    half = jax.tree.map(lambda a: a.astype(jnp.float16), toy_net)
+    msg = r"parameter \[0\]\['bias'\] is float16: training needs float32 or float64.*epsilon"
+    with pytest.raises(ValueError, match=msg):
+        retrain_masked(half, keep_all(toy_net), x, y, steps=5)
+    with pytest.raises(ValueError, match=msg):
+        iterative_prune(half, x, y, xt, yt, saliency="magnitude", schedule=[0.5], retrain_steps=5)
+    for dtype in (jnp.float16, jnp.bfloat16):
+        name = jnp.dtype(dtype).name
+        with pytest.raises(ValueError, match=f"x is {name}: training runs in float32 or float64"):
+            retrain_masked(toy_net, keep_all(toy_net), jnp.asarray(x, dtype), y, steps=5)
+        with pytest.raises(ValueError, match=f"x_train is {name}"):
+            train(TrainConfig(**TOY_TRAIN), (jnp.asarray(x, dtype), y, xt, yt), progress=False)
+    xm, ym = mnist_like(64)
+    with pytest.raises(ValueError, match="x_train is float16"):
+        convnets.train_net("lenet_300_100", xm.astype(np.float16), ym, xm, ym, steps=2,
+                           progress=False)  # fmt: skip
