@@ -1,3 +1,6 @@
+"""obd.prune: masks, ranks, sweeps and sparsity tables on plain MLPs, Flax NNX models
+(convolutions included) and every problem of the shared table (tests/problems.py)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,14 +9,16 @@ import pandas as pd
 import pytest
 from flax import nnx
 
+import problems
 from obd import mlp as model
 from obd import nets, obs, prune
+from obd.hessian import hessian_diag
 from obd.mlp import accuracy
 from obd.obs_nets import obs_sweep_model
 from obd.prune import prune_counts
 from obd.retrain import retrain_masked
 from obd.saliency import saliency
-from problems import TOY_SIZES, kernel_zeros, sparsify
+from problems import PROBLEM_IDS, PROBLEMS, TOY_SIZES, kernel_zeros, sparsify
 
 
 def _tree(k0, b0, k1, b1):
@@ -288,3 +293,108 @@ def _only_layer_scores(state, layer):
     out = [jnp.ones(np.shape(a), bool) for a in leaves]
     out[kernels[layer]] = leaves[kernels[layer]]
     return jax.tree.unflatten(treedef, out)
+
+
+# --- every problem of the shared table (tests/problems.py) ---------------------------------------
+
+
+@pytest.mark.parametrize("scope", ["global", "layerwise"])
+@pytest.mark.parametrize("problem", PROBLEMS, ids=PROBLEM_IDS)
+def test_scores_masks_and_sweep_match_a_direct_evaluation(problem, scope):
+    """Scores shaped like the parameters (``obd`` = h w^2 / 2), masks of the requested counts, and
+    each sweep row equal to the pruned model's own forward pass; the model is left unchanged."""
+    with jax.enable_x64(True):
+        model, x, y = problem.make()
+        state = problems.param_tree(model)
+        before = problems.flat(state)
+        h = hessian_diag(model, x, y, **problem.kwargs)
+        for kind, extra in (("magnitude", {}), ("obd", {"hdiag": h}), ("random", {"key": 3})):
+            scores = saliency(kind, model, **extra)
+            assert isinstance(scores, nnx.State) == problem.is_nnx
+            assert jax.tree.structure(scores) == jax.tree.structure(state)
+        scores = saliency("obd", model, hdiag=h)
+        want = jax.tree.map(lambda hh, w: 0.5 * hh * w**2, h, state)
+        np.testing.assert_allclose(problems.flat(scores), problems.flat(want), rtol=1e-6)
+
+        fractions = [0.0, 0.2, 0.5, 0.8]
+        table = prune.sweep(model, scores, fractions, x, y, scope=scope, **problem.kwargs)
+        for f, row in zip(fractions, table.itertuples(), strict=True):
+            m = prune.masks(scores, f, scope=scope)
+            assert jax.tree.structure(m) == jax.tree.structure(state)
+            pruned = prune.apply_masks(model, m)
+            logits = problems.logits(problem, pruned, x)
+            assert row.accuracy == pytest.approx(float((logits.argmax(-1) == y).mean()), abs=1e-6)
+            assert row.loss == pytest.approx(problems.mean_loss(problem, pruned, x, y), rel=1e-5)
+            kernels = problems.kernel_leaves(m)
+            n_kernel = sum(a.size for a in kernels)
+            assert row.n_pruned == sum(int((~np.asarray(a)).sum()) for a in kernels)
+            assert row.n_pruned == sum(int((np.asarray(a) == 0).sum())
+                                       for a in problems.kernel_leaves(problems.param_tree(pruned)))  # fmt: skip
+            if scope == "global":
+                assert row.n_pruned == int(np.floor(f * n_kernel + 0.5))
+            else:  # every kernel tensor loses its own share
+                for a in kernels:
+                    assert int((~np.asarray(a)).sum()) == int(np.floor(f * a.size + 0.5))
+        # the original model is not modified by apply_masks
+        np.testing.assert_array_equal(problems.flat(problems.param_tree(model)), before)
+
+
+# --- Flax NNX models -----------------------------------------------------------------------------
+
+
+def _model(seed=0, dtype=jnp.float32):
+    rngs = nnx.Rngs(seed)
+    return nnx.Sequential(
+        nnx.Conv(1, 3, (3, 3), padding="VALID", rngs=rngs, param_dtype=dtype),
+        jax.nn.relu,
+        nets.max_pool(2),
+        nets.flatten,
+        nnx.Linear(3 * 3 * 3, 6, rngs=rngs, param_dtype=dtype),
+        jnp.tanh,
+        nnx.Linear(6, 4, use_bias=False, rngs=rngs, param_dtype=dtype),
+    )
+
+
+def _data(n=40, seed=1):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8, 8, 1)).astype(np.float32)
+    return x, rng.integers(0, 4, n).astype(np.int32)
+
+
+def test_conv_weights_are_pruned_individually_and_sparsity_is_reported():
+    model = _model(seed=2)
+    scores = saliency("magnitude", model)
+    m = prune.masks(scores, 0.5, scope="layerwise")
+    conv_mask = np.asarray(m["layers"][0]["kernel"])
+    assert conv_mask.shape == (3, 3, 1, 3)
+    kernel = np.abs(np.asarray(model.layers[0].kernel[...]))
+    assert kernel[~conv_mask].max() <= kernel[conv_mask].min()  # the smallest go, weight by weight
+    table = prune.layer_sparsity(m)
+    assert list(table["tensor"]) == ["kernel", "bias", "kernel", "bias", "kernel"]
+    assert list(table["layer"]) == [0, 0, 1, 1, 2]
+    np.testing.assert_allclose(table[table.tensor == "kernel"]["fraction_pruned"], 0.5, atol=0.03)
+    assert (table[table.tensor == "bias"]["n_pruned"] == 0).all()  # kernels only
+    from_params = prune.layer_sparsity(prune.apply_masks(model, m))  # zeros count as pruned
+    kernels = table.tensor == "kernel"
+    assert from_params[kernels]["n_pruned"].tolist() == table[kernels]["n_pruned"].tolist()
+
+
+def test_bad_inputs_on_nnx():
+    model, (x, y) = _model(), _data()
+    scores = saliency("magnitude", model)
+    with pytest.raises(ValueError, match="hdiag must be shaped like the parameters"):
+        saliency("obd", model, hdiag=[{"kernel": 1}])
+    with pytest.raises(ValueError, match="scores must be shaped like the parameters"):
+        prune.sweep(model, saliency("magnitude", _model_other()), [0.5], x, y)
+    with pytest.raises(ValueError, match=r"x must be images \[N, height, width, 1\]"):
+        prune.sweep(model, scores, [0.5], x.reshape(len(x), -1), y)
+    with pytest.raises(ValueError, match="non-finite"):
+        prune.sweep(
+            model, scores, [0.5], np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x), y
+        )
+    with pytest.raises(ValueError, match=r"labels in \[-1, \d\]"):
+        prune.sweep(model, scores, [0.5], x, np.where(np.arange(len(y)) == 0, -1, y))
+
+
+def _model_other():
+    return nets.mlp((64, 5, 4), rngs=nnx.Rngs(0))
