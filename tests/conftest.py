@@ -1,11 +1,17 @@
 """Shared fixtures: small synthetic data sets and networks, and the suite's background runs.
 
+The tests mirror the library: ``core/`` (``obd``'s flat modules), ``study/`` (``obd.study``),
+``pipeline/`` (``obd.pipeline``, the Makefile and project files) and ``e2e/`` (notebook runs, the
+QUICK pipeline, offline reports, the report site, notebook defaults). This folder is on
+``sys.path`` under pytest: ``problems.py`` (the table of small test problems), ``checkout.py`` and
+``convnet_synthetic.py`` are shared by every folder's tests.
+
 Two pieces of work run outside the pytest process, each at most once per session and in the
 background, so that the rest of the suite runs meanwhile:
 
 * ``quick_pipeline``: ``make reproduce QUICK=1`` (several minutes), every notebook end to end;
 * ``notebook_defaults_runs``: each notebook run by hand with its defaults
-  (``tests/test_notebook_defaults.py``).
+  (``tests/e2e/test_notebook_defaults.py``).
 
 As soon as pytest has collected the tests, each run that a selected test takes as an argument
 starts (at a lower priority: ``nice -n 10``, so that it uses the cores the tests leave idle), and
@@ -42,6 +48,17 @@ def toy_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x[:500], y[:500], x[500:], y[500:]
 
 
+@pytest.fixture
+def toy_net():
+    """An untrained plain MLP for ``toy_data`` (``problems.TOY_SIZES``: 20-8-3)."""
+    import jax
+
+    from obd.mlp import init_mlp
+    from problems import TOY_SIZES
+
+    return init_mlp(jax.random.key(0), TOY_SIZES)
+
+
 def mnist_reachable() -> bool:
     """Whether MNIST is on this machine: under ``TFDS_DATA_DIR`` or already in obd's cache."""
     root = os.environ.get("TFDS_DATA_DIR")
@@ -63,11 +80,12 @@ def _quick_command(root: Path, items: Sequence[pytest.Item]) -> list[str]:
 
 
 def _defaults_command(root: Path, items: Sequence[pytest.Item]) -> list[str]:
-    """tests/test_notebook_defaults.py as a script: the notebooks of the selected tests (all when
+    """tests/e2e/test_notebook_defaults.py as a script: the notebooks of the selected tests (all when
     the run was asked for some other way)."""
     stems = sorted({item.callspec.params["path"].stem for item in items if hasattr(item, "callspec")
                     and "path" in item.callspec.params})  # fmt: skip
-    return [sys.executable, str(ROOT / "tests" / "test_notebook_defaults.py"), str(root), *stems]
+    script = ROOT / "tests" / "e2e" / "test_notebook_defaults.py"
+    return [sys.executable, str(script), str(root), *stems]
 
 
 #: fixture name -> the command of its run, from the run's folder and the tests that read it
@@ -189,7 +207,7 @@ def quick_run(quick_pipeline: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def notebook_defaults_runs(pytestconfig: pytest.Config) -> Path:
-    """The folder where ``tests/test_notebook_defaults.py``, run as a script, ran the notebooks
+    """The folder where ``tests/e2e/test_notebook_defaults.py``, run as a script, ran the notebooks
     with their defaults (see its ``run_all``); finished. Skipped without MNIST."""
     _skip_without_mnist()
     return _run(pytestconfig, "notebook_defaults_runs").wait()

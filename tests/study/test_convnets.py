@@ -7,11 +7,12 @@ import pytest
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
-from obd import nets, retrain
+from obd import nets, prune, retrain
 from obd.network import as_network, to_params
 from obd.prune import masks
 from obd.saliencies import saliency
 from obd.study import convnets
+from problems import mnist_like
 
 
 def _mnist_like(n=600, seed=0):
@@ -153,3 +154,37 @@ def test_predict_equals_apply_on_lenet5():
     net, params, _ = as_network(convnets.build("lenet5", seed=3))
     x = np.random.default_rng(0).uniform(size=(5, 28, 28, 1)).astype(np.float32)
     np.testing.assert_allclose(net.predict(params, x), net.apply(params, x), rtol=1e-4, atol=1e-5)
+
+
+# --- checkpoints and pixel ranges ----------------------------------------------------------------
+
+
+def test_convnet_checkpoint_whose_meta_is_not_an_object(tmp_path):
+    convnets.save_net(tmp_path / "c.npz", convnets.build("lenet_300_100"), {"arch": "lenet5"})
+    with np.load(tmp_path / "c.npz") as f:
+        arrays = dict(f)
+    for meta in ('["lenet_300_100"]', '{"seed": 0}'):
+        arrays["__meta__"] = np.array(meta)
+        np.savez(tmp_path / "odd.npz", **arrays)
+        with pytest.raises(ValueError, match=r"odd\.npz.*must be a JSON object naming the 'arch'"):
+            convnets.load_net(tmp_path / "odd.npz")
+
+
+def test_mnist_entry_points_refuse_pixels_in_0_255(toy_data, toy_net):
+    x, y = mnist_like(64)
+    raw = np.round(x * 255).astype(np.float32)
+    msg = r"x_train has values in \[0, 255\]; expected MNIST pixels in \[0, 1\] \(divide by 255\)"
+    with pytest.raises(ValueError, match=msg):
+        convnets.train_net("lenet_300_100", raw, y, x, y, steps=2, progress=False)
+    with pytest.raises(ValueError, match=msg.replace("x_train", "x")):
+        convnets.inputs("lenet5", raw)
+    negative = x.copy()
+    negative[3, 7] = -0.5
+    with pytest.raises(
+        ValueError, match=r"x has values in \[-0\.5, [0-9.]+\]; expected MNIST pixels"
+    ):
+        convnets.inputs("lenet_300_100", negative)
+    # general-purpose functions take other ranges (no pixel range is assumed there)
+    xt, yt = toy_data[2:]
+    table = prune.sweep(toy_net, saliency("magnitude", toy_net), [0.0], xt * 255, yt)
+    assert np.isfinite(table["loss"]).all()

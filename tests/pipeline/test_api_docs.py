@@ -14,7 +14,7 @@ import pytest
 import obd
 from obd.pipeline import api_docs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 NOTEBOOK = ROOT / "notebooks" / "own_model.ipynb"
 #: The notebook's documented parameters and the type of each default.

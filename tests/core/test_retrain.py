@@ -1,17 +1,24 @@
-"""Retraining with a fixed mask and iterative pruning (obd.retrain)."""
+"""Retraining with a fixed mask and iterative pruning (obd.retrain): plain MLPs, Flax NNX models
+(convolutions included) and every problem of the shared table (tests/problems.py)."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pandas as pd
 import pytest
+from flax import nnx
+from jax.flatten_util import ravel_pytree
 
-from obd import retrain
+import problems
+from obd import nets, retrain
 from obd.mlp import init_mlp, loss
 from obd.prune import apply_masks, masks, prune_counts
+from obd.retrain import iterative_prune, retrain_masked
 from obd.saliencies import saliency
+from problems import PROBLEM_IDS, PROBLEMS, keep_all, kernel_zeros, sparsify
 
 SIZES = (20, 16, 16, 3)
 
@@ -158,3 +165,142 @@ def test_bad_input_raises_value_error(trained):
     with pytest.raises(ValueError, match="learning_rate"):
         retrain.retrain_masked(params, keep, x, y, steps=1, learning_rate=0.0)
     assert jnp.isfinite(loss(params, x, y))
+
+
+# --- every problem of the shared table (tests/problems.py) ---------------------------------------
+
+
+@pytest.mark.parametrize("problem", PROBLEMS, ids=PROBLEM_IDS)
+def test_masked_retraining_keeps_pruned_weights_zero_and_the_input_unchanged(problem):
+    """Pruned entries (biases too) stay exactly zero, the kept ones train, the input model is not
+    modified, and the result is of the input's kind (pytree or NNX model)."""
+    with jax.enable_x64(True):
+        model, x, y = problem.make()
+        params = problems.param_tree(model)
+        before = problems.flat(params)
+        keep = masks(saliency("magnitude", model), 0.5, scope="layerwise", include_biases=True)
+        out = retrain.retrain_masked(model, keep, x, y, steps=30, batch_size=4,
+                                     learning_rate=1e-2, **problem.kwargs)  # fmt: skip
+        np.testing.assert_array_equal(problems.flat(problems.param_tree(model)), before)
+        trained = problems.param_tree(out)
+        assert jax.tree.structure(trained) == jax.tree.structure(params)
+        changed, kept = 0, 0
+        for p, q, k in zip(jax.tree.leaves(params), jax.tree.leaves(trained), jax.tree.leaves(keep),
+                           strict=True):  # fmt: skip
+            p, q, k = np.asarray(p), np.asarray(q), np.asarray(k)
+            assert np.all(q[~k] == 0.0)
+            changed += int((q[k] != p[k]).sum())
+            kept += int(k.sum())
+        assert changed > 0.5 * kept
+
+
+# --- Flax NNX models -----------------------------------------------------------------------------
+
+
+def _images(n=300, seed=0):
+    """A learnable 3-class problem on 6x6 images: the class is the brightest third of the image."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(size=(n, 6, 6, 1)).astype(np.float32)
+    y = np.stack(
+        [x[:, :, :2].sum((1, 2, 3)), x[:, :, 2:4].sum((1, 2, 3)), x[:, :, 4:].sum((1, 2, 3))], 1
+    )
+    return x, y.argmax(1).astype(np.int32)
+
+
+def _convnet(seed=0):
+    rngs = nnx.Rngs(seed)
+    return nnx.Sequential(
+        nnx.Conv(1, 4, (3, 3), padding="SAME", rngs=rngs),
+        jax.nn.relu,
+        nets.avg_pool(2),
+        nets.flatten,
+        nnx.Linear(36, 3, rngs=rngs),
+    )
+
+
+def _flat(model):
+    return np.asarray(ravel_pytree(nnx.state(model, nnx.Param))[0])
+
+
+def test_nnx_mlp_retrains_exactly_like_the_plain_pytree():
+    x, y = _images()
+    x = x.reshape(len(x), -1)
+    model = nets.mlp((36, 8, 3), rngs=nnx.Rngs(1))
+    params = [{"kernel": m.kernel[...], "bias": m.bias[...]} for m in model.layers[::2]]
+    keep = masks(saliency("random", params, key=2), 0.4, scope="layerwise")
+    keep_state = masks(saliency("random", model, key=2), 0.4, scope="layerwise")
+    plain = retrain.retrain_masked(params, keep, x, y, steps=300, learning_rate=1e-2, seed=3)
+    trained = retrain.retrain_masked(model, keep_state, x, y, steps=300, learning_rate=1e-2, seed=3)
+    np.testing.assert_allclose(_flat(trained), ravel_pytree(plain)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_masked_convnet_training_keeps_zeros_and_learns():
+    x, y = _images()
+    model = _convnet()
+    before = _flat(model)
+    keep = masks(saliency("magnitude", model), 0.5, scope="layerwise")
+    trained, loss = retrain.retrain_masked(
+        model, keep, x, y, steps=600, learning_rate=1e-2, loss_reduction="mean", return_loss=True
+    )
+    np.testing.assert_array_equal(_flat(model), before)  # the input model is left unchanged
+    w = np.asarray(trained.layers[0].kernel[...])
+    assert np.all(w[~np.asarray(keep["layers"][0]["kernel"])] == 0)
+    assert np.count_nonzero(w) > 0
+    acc = float((trained(jnp.asarray(x)).argmax(-1) == y).mean())
+    assert acc > 0.8 and loss < 0.6
+    ce = float(optax.softmax_cross_entropy_with_integer_labels(trained(jnp.asarray(x)), y).mean())
+    assert ce / 3 < loss < 3 * ce + 0.05  # the per-example mean, not divided by the batch again
+    with pytest.raises(ValueError, match="dropout_rate applies to the plain MLP only"):
+        retrain.retrain_masked(model, keep, x, y, steps=1, dropout_rate=0.2)
+    with pytest.raises(ValueError, match=r"x must be images \[N, height, width, 1\]"):
+        retrain.retrain_masked(model, keep, x.reshape(len(x), -1), y, steps=1)
+
+
+def test_iterative_pruning_of_a_convnet():
+    x, y = _images(400)
+    model = retrain.retrain_masked(
+        _convnet(), masks(saliency("magnitude", _convnet()), 0.0), x, y, steps=600,
+        learning_rate=1e-2, loss_reduction="mean",
+    )  # fmt: skip
+    table, final = retrain.iterative_prune(
+        model, x[:300], y[:300], x[300:], y[300:], schedule=[0.5, 0.75], retrain_steps=200,
+        learning_rate=3e-3, return_params=True,
+    )  # fmt: skip
+    n_kernel = 4 * 9 + 36 * 3
+    assert table["round"].tolist() == [0, 1, 2]
+    assert table["n_pruned"].tolist() == [0, round(0.5 * n_kernel), round(0.75 * n_kernel)]
+    kernels = [np.asarray(final.layers[i].kernel[...]) for i in (0, 4)]
+    assert sum(int((k == 0).sum()) for k in kernels) == table["n_pruned"].iloc[-1]
+    assert table["accuracy"].iloc[-1] > 0.6
+
+
+# --- bad arguments, models that already have zeros -----------------------------------------------
+
+
+def test_retrain_wrong_types(toy_data, toy_net):
+    x, y, xt, yt = toy_data
+    m = keep_all(toy_net)
+    for kwargs, match in [
+        (dict(steps=2.5), "steps must be an integer"),
+        (dict(steps=5, seed=2.7), "seed must be an integer"),
+        (dict(steps=5, learning_rate="1e-4"), "learning_rate must be a number"),
+        (dict(steps=5, dropout_rate="0.2"), "dropout_rate must be a number"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            retrain_masked(toy_net, m, x, y, **kwargs)
+    with pytest.raises(ValueError, match="retrain_steps must be an integer"):
+        iterative_prune(toy_net, x, y, xt, yt, retrain_steps="10")
+
+
+def test_iterative_pruning_keeps_existing_zeros_pruned(toy_data, toy_net):
+    x, y, xt, yt = toy_data
+    sparse = sparsify(toy_net)
+    n = sum(np.size(layer["kernel"]) for layer in toy_net)
+    z = kernel_zeros(sparse)
+    df, out = iterative_prune(sparse, x, y, xt, yt, saliency="magnitude", schedule=[0.2, 0.6],
+                              retrain_steps=20, return_params=True)  # fmt: skip
+    assert list(df.n_pruned) == [z, z, prune_counts(0.6, n)]
+    np.testing.assert_array_equal(df.pruned_fraction, df.n_pruned / n)
+    assert kernel_zeros(out) == df.n_pruned.iloc[-1]
+    for before, after in zip(sparse, out, strict=True):  # retraining revived none of them
+        assert not np.asarray(after["kernel"])[np.asarray(before["kernel"]) == 0].any()

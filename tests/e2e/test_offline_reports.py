@@ -26,7 +26,7 @@ import pytest
 
 from obd.pipeline import portable
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # --------------------------------------------------------------------------------------------
 # Machine paths

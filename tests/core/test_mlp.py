@@ -5,7 +5,6 @@ import optax
 import pytest
 
 from obd import mlp, network
-from obd.study import model as blog_model
 
 
 def test_init_mlp_shapes_and_seed_architecture():
@@ -57,29 +56,6 @@ def test_loss_is_mean_cross_entropy():
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     np.testing.assert_allclose(mlp.loss(params, x, y), -logp[np.arange(8), y].mean(), rtol=1e-5)
     assert float(mlp.accuracy(params, x, y)) == np.mean(logits.argmax(-1) == y)
-
-
-def test_save_load_roundtrip(tmp_path):
-    params = mlp.init_mlp(jax.random.key(0), (5, 4, 2))
-    meta = {"seed": 3, "config": {"steps": 10}, "test_accuracy": 0.5}
-    path = tmp_path / "m.npz"
-    blog_model.save_params(path, params, meta)
-    loaded, meta2 = blog_model.load_params(path)
-    assert meta2 == meta
-    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(params), strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary files left behind
-
-
-def test_load_rejects_non_checkpoints(tmp_path):
-    with pytest.raises(ValueError, match="does not exist"):
-        blog_model.load_params(tmp_path / "missing.npz")
-    (tmp_path / "junk.npz").write_text("not a zip")
-    with pytest.raises(ValueError, match="not an .npz checkpoint"):
-        blog_model.load_params(tmp_path / "junk.npz")
-    np.savez(tmp_path / "plain.npz", a=np.zeros(3))
-    with pytest.raises(ValueError, match="not a checkpoint"):
-        blog_model.load_params(tmp_path / "plain.npz")
 
 
 def test_bad_structures_and_names_raise():

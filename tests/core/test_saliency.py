@@ -5,9 +5,11 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import obd.study  # noqa: F401  (registers the blog's saliencies)
+import problems
 from obd import mlp as model
 from obd import prune
 from obd.saliencies import SCOPES, draw_batch, saliency, saliency_kinds
+from problems import PROBLEM_IDS, PROBLEMS
 
 
 def _tree(k0, b0, k1, b1):
@@ -144,3 +146,14 @@ def test_bad_arguments_raise(signed_params, tiny):
         saliency("blog_obd", params, x=x, y=y)
     with pytest.raises(ValueError, match="params"):
         saliency("magnitude", {"kernel": jnp.ones((2, 2))})
+
+
+@pytest.mark.parametrize("problem", PROBLEMS, ids=PROBLEM_IDS)
+def test_blog_obd_row_sums_match_the_dense_hessian_in_float64(problem):
+    """The blog's OBD saliency is the row sums of the Hessian of the summed cross-entropy over one
+    batch (all the examples here: the batch is the data set), for every problem of the table."""
+    with jax.enable_x64(True):
+        model, x, y = problem.make()
+        scores = saliency("blog_obd", model, x=x, y=y, key=0, batch_size=len(x), **problem.kwargs)
+        want = problems.dense_hessian(problem, model, x, y, reduction="sum").sum(1)
+        np.testing.assert_allclose(ravel_pytree(scores)[0], want, rtol=1e-8, atol=1e-10)

@@ -25,7 +25,7 @@ import nbformat
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 #: The fixture models' layer widths: MNIST's 784 inputs and 10 classes, two narrow hidden layers.
@@ -54,12 +54,13 @@ TINY: dict[str, dict] = {
         "train_steps": 5,
         "fractions": [0, 0.5],
         "hessian_examples": 200,
-        "obs": False,  # layer-wise OBS of 784-wide layers takes ~100 s; tests/test_obs_nets.py
+        "obs": False,  # layer-wise OBS of 784-wide layers takes ~100 s; tests/core/test_obs_nets.py
         "schedule": [0.5],
         "retrain_steps": 2,
         "iterative_hessian_examples": 200,
     },  # fmt: skip
     "convnet_compare": {},  # reads the tiny convnet CSVs of the fixture
+    "own_model": {"train_steps": 20, "hessian_examples": 200, "retrain_steps": 5},
     "global_obs": {"fractions": [0, 0.5], "hessian_examples": 500},
     "blog_replay": {
         "draws": 1,
@@ -185,4 +186,5 @@ def test_defaults_leave_results_and_figures_unchanged(notebook_defaults_runs, pa
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "tests"))  # its helpers (convnet_synthetic), as under pytest
     run_all(Path(sys.argv[1]), sys.argv[2:])

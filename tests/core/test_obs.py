@@ -8,12 +8,16 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pandas as pd
 import pytest
+from flax import nnx
 
-from obd import obs
+from obd import nets, obs
 from obd.mlp import accuracy, init_mlp, loss, module_from_params
+from obd.obs import obs_sweep_model
 from obd.prune import prune_counts, sweep
+from obd.study.train import TrainConfig, train
 
 
 def _layer(seed=0, n=300, d_in=12, d_out=5):
@@ -370,7 +374,6 @@ def test_global_obs_sweep_levels_counts_and_one_pass(update):
 def test_global_obs_update_lowers_the_loss_at_low_sparsity(toy_data):
     """On a trained net the quadratic model holds for small removals: with the update the loss
     rises less than with the same mask alone, and the estimate tracks the actual increase."""
-    from obd.study.train import TrainConfig, train
 
     x, y, _, _ = toy_data
     cfg = TrainConfig(sizes=(20, 16, 3), steps=600, batch_size=50, chunk_steps=200)
@@ -384,9 +387,7 @@ def test_global_obs_update_lowers_the_loss_at_low_sparsity(toy_data):
 
 
 def test_global_obs_accepts_nnx_models():
-    from flax import nnx
 
-    from obd import nets
     from obd.study import architectures
 
     params, x, y = _deep_net(seed=5, sizes=(6, 5, 3), dtype=jnp.float32)
@@ -436,3 +437,54 @@ def test_global_obs_bad_input_raises_value_error():
         obs.global_allocate(obs.global_obs_traces(params, x, y), 10**6)
     with pytest.raises(ValueError, match="single number"):
         obs.global_obs_prune(params, x, y, [0.1, 0.2])
+
+
+# --- input checks, MLPs with other activations ---------------------------------------------------
+
+
+def test_layerwise_obs_checks_its_inputs(toy_data, toy_net):
+    x, y, xt, yt = toy_data
+    nan = x.copy()
+    nan[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"x_calib has 1 non-finite value\(s\).*at index 3"):
+        obs.obs_sweep(toy_net, nan, [0.5], xt, yt)
+    with pytest.raises(ValueError, match=r"x_calib has 1 non-finite value\(s\)"):
+        obs.obs_prune(toy_net, nan, 0.5)
+    with pytest.raises(ValueError, match=r"x_test has 1 non-finite value\(s\)"):
+        obs.obs_sweep(toy_net, x, [0.5], nan, y)
+    for label in (-1, 3):
+        bad = yt.copy()
+        bad[5] = label
+        with pytest.raises(ValueError, match=r"y_test holds labels in .*3 classes.*index 5"):
+            obs.obs_sweep(toy_net, x, [0.5], xt, bad)
+        with pytest.raises(ValueError, match=r"y_test holds labels"):
+            obs_sweep_model(toy_net, x, [0.5], xt, bad)
+    with pytest.raises(ValueError, match="the layer's inputs hold NaN or inf"):
+        obs.obs_layer_trace(np.ones((20, 3), np.float32), np.full((5, 20), 1e30, np.float32))
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "leaky_relu"])
+def test_global_obs_evaluates_an_mlp_with_its_own_activation(toy_data, toy_net, activation):
+    x, y, xt, yt = toy_data
+    module = module_from_params(toy_net, activation=activation)
+    logits = module(jnp.asarray(xt))  # the model's own forward pass: the reference
+    want_acc = float((logits.argmax(-1) == yt).mean())
+    want_loss = float(optax.softmax_cross_entropy_with_integer_labels(logits, yt).mean())
+    # a large damping: the exact blocks of an untrained tanh or sigmoid toy_net are indefinite
+    table = obs.global_obs_sweep(module, x, y, [0.0, 0.5], xt, yt, damping=1e3)
+    assert table["accuracy"][0] == pytest.approx(want_acc, abs=1e-6)
+    assert table["loss"][0] == pytest.approx(want_loss, rel=1e-5)
+    pruned = obs.global_obs_prune(module, x, y, 0.5, damping=1e3)
+    pruned_module = module_from_params(pruned, activation=activation)
+    logits = pruned_module(jnp.asarray(xt))
+    assert table["loss"][1] == pytest.approx(
+        float(optax.softmax_cross_entropy_with_integer_labels(logits, yt).mean()), rel=1e-5
+    )
+    # the curvature is that of the model's activation too: as for the plain pytree
+    blocks = obs.unit_blocks(module, x, y)
+    plain = obs.unit_blocks(toy_net, x, y, activation=activation)
+    for a, b in zip(blocks, plain, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=f"activation='relu' conflicts with the model's own "
+                                         f"activation '{activation}'"):  # fmt: skip
+        obs.global_obs_sweep(module, x, y, [0.5], xt, yt, activation="relu")
