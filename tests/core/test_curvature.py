@@ -183,6 +183,6 @@ def test_bad_inputs_raise_value_error():
     with pytest.raises(ValueError, match="b1 must be"):
         cv.adam_nu_diag(params, x, y, key, batch_size=5, b2=1.0)
     with pytest.raises(ValueError, match="unknown activation"):
-        cv.empirical_fisher_diag(params, x, y, activation="gelu")
+        cv.empirical_fisher_diag(params, x, y, activation="swish")
     with pytest.raises(ValueError, match="floating"):
         cv.empirical_fisher_diag(jax.tree.map(lambda a: a.astype(jnp.int32), params), x, y)

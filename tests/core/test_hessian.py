@@ -88,7 +88,8 @@ def test_exact_methods_match_dense_hessian(sizes, n, batch_size, activation):
         _assert_close(got, want)
 
 
-@pytest.mark.parametrize("activation", ["leaky_relu", "identity", "sigmoid"])
+# every activation of obd.network.ACTIVATIONS, the one list the plain MLP and NNX models share
+@pytest.mark.parametrize("activation", ["leaky_relu", "identity", "sigmoid", "softplus", "gelu"])
 def test_exact_other_activations(activation):
     params, x, y = _problem((6, 9, 4), 7, seed=1)
     want = np.diagonal(_dense_hessian(params, x, y, activation))

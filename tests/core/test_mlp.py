@@ -7,8 +7,11 @@ import pytest
 from obd import mlp, network
 
 
-def test_init_mlp_shapes_and_seed_architecture():
-    params = mlp.init_mlp(jax.random.key(0))
+BLOG = (784, 50, 50, 50, 50, 10)
+
+
+def test_init_mlp_shapes_and_the_blogs_architecture():
+    params = mlp.init_mlp(jax.random.key(0), BLOG)
     assert mlp.layer_sizes(params) == (784, 50, 50, 50, 50, 10)
     assert [p["kernel"].shape for p in params] == [
         (784, 50),
@@ -18,8 +21,8 @@ def test_init_mlp_shapes_and_seed_architecture():
         (50, 10),
     ]
     assert all(np.all(p["bias"] == 0) for p in params)
-    again = mlp.init_mlp(jax.random.key(0))
-    other = mlp.init_mlp(jax.random.key(1))
+    again = mlp.init_mlp(jax.random.key(0), BLOG)
+    other = mlp.init_mlp(jax.random.key(1), BLOG)
     assert np.array_equal(params[0]["kernel"], again[0]["kernel"])
     assert not np.array_equal(params[0]["kernel"], other[0]["kernel"])
 
@@ -59,7 +62,7 @@ def test_loss_is_mean_cross_entropy():
 
 
 def test_bad_structures_and_names_raise():
-    with pytest.raises(ValueError, match="accepted: identity, leaky_relu, relu"):
+    with pytest.raises(ValueError, match="accepted: gelu, identity, leaky_relu, relu, sigmoid, softplus, tanh"):
         network.activation_fn("swish")
     bad = [
         {"kernel": jnp.zeros((3, 4)), "bias": jnp.zeros(4)},
