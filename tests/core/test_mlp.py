@@ -6,7 +6,6 @@ import pytest
 
 from obd import mlp, network
 
-
 BLOG = (784, 50, 50, 50, 50, 10)
 
 
@@ -62,7 +61,9 @@ def test_loss_is_mean_cross_entropy():
 
 
 def test_bad_structures_and_names_raise():
-    with pytest.raises(ValueError, match="accepted: gelu, identity, leaky_relu, relu, sigmoid, softplus, tanh"):
+    with pytest.raises(
+        ValueError, match="accepted: gelu, identity, leaky_relu, relu, sigmoid, softplus, tanh"
+    ):
         network.activation_fn("swish")
     bad = [
         {"kernel": jnp.zeros((3, 4)), "bias": jnp.zeros(4)},
