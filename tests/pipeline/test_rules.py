@@ -187,3 +187,40 @@ def test_command_line(capsys, tmp_path):
     assert rules.main([*argv, *quick, "--write-stamps", "--set", "STEPS=7"]) == 0
     assert "-p steps 7 " in out.read_text()
     assert (tmp_path / "r" / ".params" / "train-plain-seed0.args").is_file()
+
+
+def test_each_figure_is_declared_once_with_its_run_and_caption():
+    table = rules.load(ROOT / "configs" / "runs.yaml")
+    figures = rules.figures(table)
+    assert sorted(figures) == sorted(p.stem for p in (ROOT / "figures").glob("fig*.png"))
+    names = {row["name"] for row in table["runs"]}
+    for stem, f in figures.items():
+        assert f["run"] in names and f["title"] and len(f["caption"]) > 40, stem
+        assert "\n" not in f["caption"], stem
+    assert figures["fig8_convnets"]["run"] == "convnet_compare"
+    assert figures["fig4_obd_assumptions"]["short"] == "OBD's assumptions"
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"figures": {"f": {"title": "t"}}}, "needs the text fields title, caption"),
+        (
+            {"figures": {"f": {"title": "t", "caption": "c", "colour": "red"}}},
+            "unknown \\['colour'\\]",
+        ),
+        (
+            {"for_each": {"s": [0]}, "figures": {"f": {"title": "t", "caption": "c"}}},
+            "with for_each",
+        ),
+        ({"figures": ["f"]}, "must be a mapping"),
+    ],
+)
+def test_bad_figure_declarations_are_refused(row, message):
+    table = {"runs": [{"name": "a", "notebook": "a", **row}]}
+    with pytest.raises(ValueError, match=message):
+        rules.figures(table)
+    twice = {"runs": [{"name": n, "notebook": n, "figures": {"f": {"title": "t", "caption": "c"}}}
+                      for n in ("a", "b")]}  # fmt: skip
+    with pytest.raises(ValueError, match="already declared by a"):
+        rules.figures(twice)

@@ -21,6 +21,8 @@ The table (``runs:``, a list of rows; each row one run, or one per combination o
                                           #   {for_each: ..., item: NAME}; listed first, started first
     needs_file: PATH                      # missing: the run is left out of its downstream runs
     outputs: [PATH, ...]                  # what it writes (for ``--list``; no effect on rules)
+    figures:                              # the figures it draws, for the report (no effect on
+      fig1_name: {title: ..., caption: ..., short: ..., seeds: ...}   #   rules; see figures())
 
 ``{EXPR}`` in a string is a small Python expression (names, ``a.field``, ``a[i]``, ``a[i:j]``,
 literals, ``and``/``or``/``not``, comparisons, ``in``) over the row's ``for_each`` variables, the
@@ -77,7 +79,11 @@ ROW_KEYS = (
     "upstream",
     "needs_file",
     "outputs",
+    "figures",
 )
+#: What a row's ``figures`` entry (figure file stem -> fields) holds: required, then optional.
+FIGURE_KEYS = ("title", "caption")
+FIGURE_OPTIONAL = ("short", "seeds")
 PROFILE_KEYS = ("settings", "protocols", "args")
 FOLDERS = ("reports", "results", "figures")
 _EXPR = re.compile(r"\{([^{}]*)\}")
@@ -565,6 +571,44 @@ def write_stamps(runs: Sequence[Run], reports: str) -> list[str]:
     of the runs whose stamps were written."""
     stamps = Path(reports, ".params")
     return [r.name for r in runs if write_if_changed(stamps / f"{r.name}.args", r.args + "\n")]
+
+
+def figures(table: Any) -> dict[str, dict[str, str]]:
+    """The figures the table's runs declare: file stem -> ``{"title", "caption", "short",
+    "seeds", "run"}`` (``run``: the row's name; ``short`` defaults to the title, ``seeds`` to
+    ""). Only a row without ``for_each`` may declare figures (one run draws each), and a stem is
+    declared once; anything else is a ValueError naming the row."""
+    table = _mapping(table, "the table")
+    out: dict[str, dict[str, str]] = {}
+    for i, row in enumerate(table.get("runs") or [], 1):
+        row = _mapping(row, f"row {i}")
+        if "figures" not in row:
+            continue
+        where = f"row {i} ({row.get('name')})"
+        if "for_each" in row:
+            raise ValueError(f"{where}: a row with for_each cannot declare figures")
+        for stem, spec in _mapping(row["figures"], f"{where}: figures").items():
+            spec = _mapping(spec, f"{where}: figure {stem}")
+            missing = [k for k in FIGURE_KEYS if not isinstance(spec.get(k), str)]
+            unknown = set(spec) - set(FIGURE_KEYS) - set(FIGURE_OPTIONAL)
+            if missing or unknown:
+                raise ValueError(
+                    f"{where}: figure {stem} needs the text fields {', '.join(FIGURE_KEYS)} and "
+                    f"accepts {', '.join(FIGURE_OPTIONAL)}; missing {missing or 'none'}, "
+                    f"unknown {sorted(unknown) or 'none'}"
+                )
+            if stem in out:
+                raise ValueError(
+                    f"{where}: figure {stem} is already declared by {out[stem]['run']}"
+                )
+            out[str(stem)] = {
+                "title": spec["title"],
+                "caption": " ".join(spec["caption"].split()),
+                "short": str(spec.get("short", spec["title"])),
+                "seeds": str(spec.get("seeds", "")),
+                "run": str(row["name"]),
+            }
+    return out
 
 
 def load(path: str | os.PathLike) -> Any:

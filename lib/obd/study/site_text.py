@@ -1,11 +1,16 @@
-"""The study's words on its report site: the question, the figures' titles and captions, which
-figures show each headline answer, the sources and how the notebooks are grouped.
+"""The study's words on its report site: the question, the figures' titles and captions (declared
+with their runs in configs/runs.yaml), which figures show each headline answer, the sources and
+how the notebooks are grouped.
 
 :mod:`obd.study.report` hands them, with the findings and tables of a run, to the site builder
 (:mod:`obd.pipeline.site`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+from obd.pipeline import rules
 
 #: The site's title: the front page's heading and the Sphinx project.
 TITLE = "Optimal Brain Damage on the MNIST MLP"
@@ -29,77 +34,22 @@ QUESTION_SHORT = (
     "smallest weights of a small MNIST network, and worse with dropout. Was that OBD, or the "
     "blog's code?"
 )
+#: The table of runs, which declares each figure with its title and caption.
+RUNS_TABLE = Path(__file__).resolve().parents[3] / "configs" / "runs.yaml"
+
+
+def _declared_figures() -> dict[str, dict[str, str]]:
+    """The figures ``configs/runs.yaml`` declares (:func:`obd.pipeline.rules.figures`); none when
+    the table is not there (a copy of the library outside its repository)."""
+    return rules.figures(rules.load(RUNS_TABLE)) if RUNS_TABLE.is_file() else {}
+
+
+_DECLARED = _declared_figures()
 #: figure file stem: title, caption, notebook page, which seeds (sweeps | convnets |
-#: <csv under results/>)
-FIGURES = {
-    "fig1_blog_variants": (
-        "The blog's five variants, corrected",
-        "Test accuracy against the fraction of weights pruned (0-20%), one-shot, no retraining; "
-        "right: the same zoomed to 90-98%. Dashed with dots: the blog's 2016 logs.",
-        "compare", "sweeps"),
-    "fig2_obd_dropout": (
-        "OBD over all layers, with and without dropout",
-        "0-100% pruned; layer-wise Optimal Brain Surgeon (with its weight update) and random "
-        "pruning for reference.",
-        "compare", "sweeps"),
-    "fig3_as_published_vs_corrected": (
-        "The blog's code as published against the corrected saliencies",
-        "Dotted: the blog's code re-run here; solid: |w| or the exact OBD diagonal; dashed with "
-        "dots: the blog's logs.",
-        "compare", "sweeps"),
-    "fig4_obd_assumptions": (
-        "OBD's prediction of the loss change, term by term",
-        "OBD's estimate, the full quadratic form, the first-order term and the actual change of "
-        "the mean training loss at each pruning level (symmetric log scale), and the cross terms "
-        "over the diagonal terms.",
-        "assumptions", "assumptions.csv"),
-    "fig5_curvature": (
-        "Which curvature?",
-        "Accuracy after pruning with OBD saliencies from cheaper curvature estimates, overlap of "
-        "the pruned sets with the exact choice, and agreement against cost.",
-        "curvature", "curvature.csv"),
-    "fig6_retraining": (
-        "Iterative pruning with retraining",
-        "LeCun et al.'s loop: prune by OBD or magnitude, retrain with the mask fixed, recompute, "
-        "repeat; one-shot OBD without retraining for comparison. Hollow markers: before each "
-        "retraining.",
-        "retrain", "retrain.csv"),
-    "fig7_blog_replay": (
-        "The blog on its own weights",
-        "The blog's published checkpoints pruned by its own code, replayed, against its logged "
-        "accuracies, one panel per run.",
-        "blog_replay", ""),
-    "fig8_convnets": (
-        "Pruning LeNet-300-100 and LeNet-5, against Han et al. (2015) and later work",
-        "Test error against the kernel weights pruned, one column per network; top: every level "
-        "(percentage pruned, error on a log scale), bottom: from 75% pruned against the "
-        "compression, weights over non-zero weights (log scale). Lines: one-shot pruning without "
-        "retraining; markers: iterative pruning, each after its round's retraining (bars from the "
-        "lowest to the highest seed); filled shapes: published pruned networks (Han et al. 2015, "
-        "Dynamic Network Surgery, Sparse Variational Dropout, Soft Weight Sharing; horizontal "
-        "bars: the range of ratios in print), hollow at 0%: their dense references; dashed: our "
-        "dense error plus 0.1 point.",
-        "convnet_compare", "convnets"),
-    "fig9_convnet_sparsity": (
-        "Where the pruning falls, layer by layer",
-        "Percentage of each layer's kernel weights remaining (log scale) after the last round of "
-        "iterative OBD and iterative magnitude pruning, and after one-shot pruning over all "
-        "layers at a 1-point loss (dotted, pale), next to Han et al.'s published per-layer "
-        "numbers (hatched).",
-        "convnet_compare", "convnets"),
-}  # fmt: skip
+#: <csv under results/>), from the table of runs
+FIGURES = {s: (f["title"], f["caption"], f["run"], f["seeds"]) for s, f in _DECLARED.items()}
 #: figure file stem: a short name for the front page's list of figures
-FIGURE_SHORT = {
-    "fig1_blog_variants": "The blog's five variants, corrected",
-    "fig2_obd_dropout": "OBD, OBS and dropout, 0-100%",
-    "fig3_as_published_vs_corrected": "As published against corrected",
-    "fig4_obd_assumptions": "OBD's assumptions",
-    "fig5_curvature": "Which curvature?",
-    "fig6_retraining": "Retraining",
-    "fig7_blog_replay": "The blog on its own weights",
-    "fig8_convnets": "LeNet-300-100 and LeNet-5",
-    "fig9_convnet_sparsity": "Layer by layer",
-}
+FIGURE_SHORT = {s: f["short"] for s, f in _DECLARED.items()}
 #: headline finding (obd.study.findings.HEADLINES): the figures that show it
 HEADLINE_FIGURES = {
     "obd-vs-magnitude": ("fig1_blog_variants", "fig3_as_published_vs_corrected"),
