@@ -106,6 +106,8 @@ html_theme_options = {{
     "use_download_button": False,
     "use_fullscreen_button": False,
 }}
+# the header's search field only (the theme puts a second one in the left sidebar)
+html_sidebars = {{"**": ["navbar-logo.html", "sbt-sidebar-nav.html"]}}
 html_show_sourcelink = False
 html_copy_source = False
 nb_execution_mode = "off"
@@ -141,7 +143,15 @@ div.front-thumbs figcaption {{ font-size: 0.8rem; line-height: 1.25; margin-top:
   padding: 0; text-align: left; }}
 div.front-thumbs figcaption p {{ margin: 0; }}
 div.front-thumbs a.headerlink {{ display: none; }}
-div.cell_output table {{ display: block; overflow-x: auto; max-width: 100%; }}
+/* wide tables (the convnet table has nine columns): smaller, numbers kept on one line, the
+   table scrolls sideways rather than wrap "7.00 ± 0.00" over three lines */
+.bd-article table {{ font-size: 0.8rem; }}
+.bd-article td {{ white-space: nowrap; }}
+.bd-article th {{ min-width: 4.5em; vertical-align: bottom; }}
+div.cell_output table, .bd-article .table-wrapper {{ display: block; overflow-x: auto;
+  max-width: 100%; }}
+/* notebook code at the width of the article: lines of 100 characters without scrolling */
+div.cell div.cell_input pre, div.cell div.cell_output pre {{ font-size: 0.78rem; }}
 """
 EXTERNAL = REMOTE_ASSET  # what a page may not load from the network (obd.pipeline.portable)
 OTHER = "Other notebooks"  # the group of a notebook that matches none
@@ -396,7 +406,8 @@ def front_page(
 
 def clean_notebook(nb: nbformat.NotebookNode, stem: str, root: Path) -> nbformat.NotebookNode:
     """A reader's copy of an executed notebook: no stderr, relative paths (:mod:`obd.pipeline.portable`;
-    reports written before it may still hold machine paths), folded boilerplate."""
+    reports written before it may still hold machine paths), folded boilerplate (imports,
+    parameters, checks: one folded cell where they follow each other)."""
     rules = path_rules(root)
 
     def rel(text: str) -> str:
@@ -428,7 +439,27 @@ def clean_notebook(nb: nbformat.NotebookNode, stem: str, root: Path) -> nbformat
             if stem != base:
                 head = f"{head} ({stem.removeprefix(base + '-')})"
             cell.source = head + "\n" + rest
+    nb.cells = _merge_folded(nb.cells)
     return nb
+
+
+def _merge_folded(cells: list) -> list:
+    """Consecutive folded code cells (``hide-input``) whose first ones print nothing, as one
+    folded cell: the setup (imports, parameters, checks) behind one "Show code cell source"."""
+    out: list = []
+    for cell in cells:
+        prev = out[-1] if out else None
+        if (prev is not None and cell.cell_type == prev.cell_type == "code"
+                and "hide-input" in cell.metadata.get("tags", [])
+                and "hide-input" in prev.metadata.get("tags", []) and not prev.get("outputs")):  # fmt: skip
+            prev.source = prev.source.rstrip("\n") + "\n\n" + cell.source
+            prev.outputs = cell.get("outputs", [])
+            prev.execution_count = cell.get("execution_count")
+            tags = set(prev.metadata["tags"]) | set(cell.metadata["tags"])
+            prev.metadata["tags"] = sorted(tags)
+            continue
+        out.append(cell)
+    return out
 
 
 def build_site(
