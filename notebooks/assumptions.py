@@ -145,7 +145,7 @@ with pd.option_context("display.float_format", "{:.3g}".format, "display.width",
 # that the ratio is a quotient of rounding errors: OBD first prunes weights into dead ReLU units,
 # whose loss change is exactly zero).
 
-# %%
+# %% tags=["hide-input"]
 MIN_DIAGONAL = 1e-6  # nats
 LINES = [  # column, label, style
     ("actual", "(d) actual L(w+dw) - L(w)", dict(color="black", lw=2)),
@@ -206,7 +206,7 @@ plt.rcParams.update({"font.size": 10, "legend.fontsize": "medium"})  # matplotli
 # quadratic over the pruning step (1 = the full second-order expansion is exact).
 
 
-# %%
+# %% tags=["hide-input"]
 def matched(kind):
     """Per level where both are defined: each model's cross/diagonal ratio, actual / OBD and
     actual / (first order + full quadratic)."""

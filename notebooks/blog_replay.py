@@ -395,7 +395,7 @@ with atomic_path(results_dir / "blog_corrected.csv") as tmp:
 # %% [markdown]
 # ## The figure: each logged curve with its replay
 
-# %%
+# %% tags=["hide-input"]
 short = {
     "run_magnitude_layerwise_prune": "magnitude (signed), layer-wise",
     "run_magnitude_all_layers_prune": "magnitude (signed), all layers",

@@ -57,7 +57,7 @@ check_number("drop", drop, lo=0, hi=1)
 df = load_sweeps(results_dir)
 Path(figures_dir).mkdir(parents=True, exist_ok=True)
 variants = [parse_variant(v) for v in sorted(df.variant.unique())]
-print(f"{len(variants)} variants, seeds {sorted(df.seed.unique())}")
+print(f"{len(variants)} variants, seeds {sorted(df.seed.unique().tolist())}")
 
 # %% [markdown]
 # ## Trained models
@@ -80,7 +80,7 @@ if not models.empty:
 # %% [markdown]
 # ## Figure 1: the blog's five variants, 0-20% pruned (corrected flavour, blog's logs dashed)
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(13, 5))
 for ax in axes:
     for family in BLOG_FAMILIES:
@@ -103,7 +103,7 @@ plt.show()
 # the OBS weight update; `global_obs.ipynb`), the same ranking without the update (mask only),
 # layer-wise OBS, global magnitude and random pruning for reference. Right: 80-99% pruned.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
 for ax in axes:
     for family in ("obd_global", "obd_global_dropout"):
@@ -171,7 +171,7 @@ if not margins.empty:
 # blog's published code (signed-weight "magnitude", Hessian row sum on 64 examples, biases pruned
 # too); solid: corrected (|w|, exact OBD diagonal, kernels only); dashed markers: the blog's logs.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, len(BLOG_FAMILIES), figsize=(4 * len(BLOG_FAMILIES), 4), sharey=True)
 for ax, family in zip(axes, BLOG_FAMILIES, strict=True):
     for as_published, style in ((False, "-"), (True, ":")):

@@ -199,7 +199,7 @@ display(
     ).style.format("{:.4f}")
 )
 
-# %%
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(7, 4))
 for (method, scope), g in oneshot.groupby(["method", "scope"]):
     ax.plot(100 * g.fraction, 100 * (1 - g.accuracy), marker=".",

@@ -73,7 +73,7 @@ han = pub_data.load_han2015()
 han_total = han[han.layer == "total"].set_index("network")
 published = pub_data.load_published()
 for arch in archs:
-    seeds = sorted(curves[curves.arch == arch].seed.unique())
+    seeds = sorted(curves[curves.arch == arch].seed.unique().tolist())
     print(
         f"{styles.arch_label(arch)}: seeds {seeds}, methods {sorted(curves[curves.arch == arch].method.unique())}"
     )
@@ -153,7 +153,7 @@ for arch in archs:
 display(pd.DataFrame(margin_rows))
 
 
-# %%
+# %% tags=["hide-input"]
 def _row(arch: str, method: str) -> pd.Series | None:
     s = summary[(summary.arch == arch) & (summary.method == method)]
     return None if s.empty else s.iloc[0]
@@ -216,7 +216,7 @@ display(Markdown("\n".join(lines)))
 # the papers' own dense references (top row only). The dashed grey line is our dense error plus
 # `tol`. The legend gives the seeds behind each method, per network where they differ.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(2, len(archs), figsize=(6.5 * len(archs), 10), squeeze=False)
 handles: dict[str, object] = {}
 pub_handles: dict[str, list] = {}  # published method: [its pruned marker, its dense reference]
@@ -351,7 +351,7 @@ if layers is not None:
 # %% [markdown]
 # ## Figure 9: per-layer weights remaining
 
-# %%
+# %% tags=["hide-input"]
 if layers is not None:
     sources = [s for s in styles.SPARSITY_SOURCES if s in set(layers.source)]
     fig, axes = plt.subplots(1, len(archs), figsize=(6.5 * len(archs), 4.5), squeeze=False)
@@ -406,7 +406,7 @@ if layers is not None:
     save_figure(fig, figures_dir, "fig9_convnet_sparsity")
     plt.show()
 
-# %%
+# %% tags=["hide-input"]
 if layers is not None:
     lines = []
     for arch in archs:

@@ -214,7 +214,7 @@ with pd.option_context("display.float_format", "{:.3f}".format, "display.width",
 # Lines: the median over seeds; bands: the range over seeds. Below, one point per saliency: the mean
 # Spearman correlation and time over seeds, bars spanning the seeds' range.
 
-# %%
+# %% tags=["hide-input"]
 names = list(summary.saliency.drop_duplicates())
 STYLE = {"exact": dict(color="black", lw=2.5), "empirical-fisher": dict(color="tab:blue", ls="--"),
          "mc-fisher": dict(color="tab:cyan", ls="-."), "adam-nu": dict(color="tab:green", ls=":", lw=2),
@@ -292,7 +292,7 @@ plt.rcParams.update({"font.size": 10, "legend.fontsize": "medium"})  # matplotli
 # %% [markdown]
 # ## Conclusion, computed from the numbers above
 
-# %%
+# %% tags=["hide-input"]
 s = summary.groupby("saliency", sort=False).mean(numeric_only=True)  # means over seeds
 hi = max(overlap_fractions)
 jac = f"jaccard_{hi:g}"

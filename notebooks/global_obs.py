@@ -118,7 +118,7 @@ display(pd.DataFrame(timings))
 #
 # Solid: global OBS with the weight update; dashed: the same removals, mask only. Right: 80-99%.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
 colors = {
     "obs": COLORS.get("obs_global", "tab:olive"),

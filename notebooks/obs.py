@@ -105,7 +105,7 @@ print("wrote", out)
 # %% [markdown]
 # ## Accuracy against the fraction pruned, one line per training seed
 
-# %%
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(7, 4))
 for seed, g in results.groupby("seed"):
     ax.plot(100 * g.fraction, g.accuracy, label=f"seed {seed}")

@@ -151,7 +151,7 @@ display(summary.round(4).astype(object).where(summary.notna(), "-"))  # "-": not
 # Lines are the mean over the seeds run (the legend's n); with several seeds, bands span their minimum to maximum. Hollow markers are the
 # iterative runs right after each pruning round, before its retraining.
 
-# %%
+# %% tags=["hide-input"]
 styles = {  # method: label, colour, line, marker, label of the before-retraining points
     "oneshot_obd": ("OBD, one-shot, no retraining", COLORS["obd_global"], "-", None, None),
     "iterative_obd": ("OBD, iterative with retraining", "darkred", "-", "o",

@@ -5,8 +5,9 @@
   temporary folder, Python installation), and its HTML loads nothing from the network.
 * Every HTML page the QUICK pipeline writes (the per-notebook exports and every page of the site)
   loads no script, style sheet, image or font from the network.
-* The site's front page, rendered at 1280x800 in headless Chromium, shows the question, the three
-  headline answers and the links to the figures on its first screen.
+* The site's front page, rendered at 1280x800 in headless Chromium, shows the question and the three
+  headline answers on its first screen, then every figure as a captioned thumbnail that loads and
+  links to the notebook section that drew it (or to the figure below).
 """
 
 from __future__ import annotations
@@ -236,10 +237,19 @@ window.addEventListener("load", function () {
   }
   function all(selector) { return Array.prototype.map.call(document.querySelectorAll(selector), box); }
   var ids = Array.prototype.map.call(document.querySelectorAll("[id]"), function (e) { return e.id; });
+  var thumbs = Array.prototype.map.call(document.querySelectorAll(".front-thumbs figure"),
+    function (fig) {
+      var img = fig.querySelector("img"), a = img && img.closest("a");
+      var b = box(fig);
+      b.href = a ? a.getAttribute("href") : null;
+      b.loaded = !!img && img.complete && img.naturalWidth > 0;
+      b.caption = (fig.querySelector("figcaption") || {textContent: ""}).textContent.trim();
+      return b;
+    });
   var pre = document.createElement("pre");
   pre.id = "first-screen-probe";
   pre.textContent = JSON.stringify({width: window.innerWidth, question: all(".front-question"),
-    answers: all(".front-answers li"), links: all(".front-figures a, .front-answers li a"),
+    answers: all(".front-answers li"), links: all(".front-answers li a"), thumbs: thumbs,
     ids: ids});
   document.body.appendChild(pre);
 });
@@ -266,8 +276,10 @@ def _normal(text: str) -> str:
 
 
 def _check_first_screen(index: Path, results: Path, out: Path) -> Path:
-    """Render ``index`` at 1280x800: the question, the three headline answers with this run's
-    numbers and a link to every figure lie in the first 800 pixels; return the screenshot."""
+    """Render ``index`` at 1280x800: the question and the three headline answers with this
+    run's numbers lie in the first 800 pixels, the figures' captioned thumbnails start there,
+    below the answers, every one loads and links to the notebook section that drew it (or to
+    the figure below); return the screenshot."""
     from PIL import Image
 
     from obd.study import findings, report
@@ -289,7 +301,7 @@ def _check_first_screen(index: Path, results: Path, out: Path) -> Path:
         proc = _headless(browser, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri())
     finally:
         probe.unlink()
-    m = re.search(r'<pre id="first-screen-probe">(.*?)</pre>', proc.stdout, re.S)
+    m = re.search(r'<pre id="first-screen-probe"[^>]*>(.*?)</pre>', proc.stdout, re.S)
     assert m, proc.stderr[-2000:]
     import html as html_lib
 
@@ -308,10 +320,21 @@ def _check_first_screen(index: Path, results: Path, out: Path) -> Path:
         assert "(held)" in answer["text"] if finding.held else "did not hold" in answer["text"]
     figures = sorted(p.stem for p in (index.parent / "_images").glob("fig*.png"))
     assert figures, "the site shows no figure"
-    linked = {a["href"].lstrip("#") for a in seen["links"] if a["bottom"] <= HEIGHT}
     anchors = {f.replace("_", "-") for f in figures}
-    assert anchors <= linked, f"figures without a link on the first screen: {anchors - linked}"
-    assert anchors <= set(seen["ids"])  # the links lead to the figures
+    assert anchors <= set(seen["ids"])  # the answers' and thumbnails' links lead to the figures
+    thumbs = seen["thumbs"]
+    assert len(thumbs) == len(figures), (len(thumbs), figures)
+    assert thumbs[0]["top"] < HEIGHT, "the thumbnails do not start on the first screen"
+    assert min(t["top"] for t in thumbs) >= max(a["bottom"] for a in seen["answers"])
+    for thumb, stem in zip(thumbs, figures, strict=True):
+        assert thumb["loaded"], f"thumbnail of {stem} did not load"
+        assert thumb["caption"].startswith(f"{stem[3]}.") and thumb["href"], thumb
+        page, _, anchor = thumb["href"].partition("#")
+        if page.startswith("notebooks/"):  # the notebook section that drew it
+            target = (index.parent / page).read_text()
+            assert f'id="{anchor}"' in target, thumb["href"]
+        else:  # the figure on the front page
+            assert page in ("", index.name) and anchor == stem.replace("_", "-"), thumb["href"]
     return shot
 
 

@@ -12,6 +12,7 @@ import nbformat
 import pandas as pd
 import pytest
 
+from obd.pipeline import site as site_builder
 from obd.study import report
 
 PNG = (  # a 1x1 PNG
@@ -30,6 +31,12 @@ def _executed(tmp_path: Path, root: Path) -> None:
         nbformat.v4.new_code_cell("out = 'x.npz'", metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(
             "print('saved', out)\nprint('progress' + ' noise', file=sys.stderr)"
+        ),
+        nbformat.v4.new_markdown_cell("## Accuracy"),
+        nbformat.v4.new_code_cell(  # a Markdown table: an HTML table on the site and the export
+            "from IPython.display import Markdown, display\n"
+            "display(Markdown('| seed | accuracy (%) |\\n|---:|---:|\\n| 0 | 97.50 |'))",
+            metadata={"tags": ["hide-input"]},
         ),
     ]
     nb.metadata["kernelspec"] = {
@@ -98,6 +105,13 @@ def test_notebook_pages_are_clean_offline_and_readable(site):
     assert "saved" in page and "progress noise" not in page  # stderr left out
     assert str(root) not in page and "results/models/plain-seed0.npz" in page  # relative paths
     assert "Train one MLP (plain-seed0)" in page  # one title per run
+    export = (root / "reports" / "train-plain-seed0.html").read_text()
+    for html in (page, export):  # the Markdown output is a table, its code folded
+        assert re.search(r"<table\b", html) and not re.search(r"<p>\s*\| seed", html)
+        assert re.search(r"<th\b[^>]*>(<p>)?seed(</p>)?</th>", html)
+    assert '<details class="obd-folded-input">' in export
+    assert "Show code cell source" in page
+    assert "_static/styles/sphinx-book-theme.css" in page and "theme-switch-button" in page
     for html in site_dir.rglob("*.html"):
         assert not report.EXTERNAL.search(html.read_text()), html.name
     for p in [site_dir, *site_dir.rglob("*")]:
@@ -112,3 +126,17 @@ def test_offline_check_rejects_network_scripts(tmp_path):
         report.check_offline(tmp_path)
     (tmp_path / "a.html").write_text('<a href="https://example.org">a link is fine</a>')
     report.check_offline(tmp_path)
+
+
+def test_figure_sections_are_labelled():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Title"),
+        nbformat.v4.new_markdown_cell("## Figure 1\n\nText."),
+        nbformat.v4.new_code_cell('save_figure(fig, d, "fig1_a")'),
+        nbformat.v4.new_code_cell("save_figure(fig, d, 'fig2_b')"),
+    ]
+    done = site_builder.label_figure_sections(nb, ["fig1_a", "fig2_b", "fig3_missing"])
+    assert done == ["fig1_a", "fig2_b"]
+    assert nb.cells[1].source == "(drawn-fig1_a)=\n(drawn-fig2_b)=\n## Figure 1\n\nText."
+    assert site_builder.section_label("fig1_a") == "drawn-fig1_a"

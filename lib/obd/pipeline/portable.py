@@ -12,7 +12,10 @@ written, :func:`portable_notebook` rewrites every such path in its text:
 
 :func:`offline_html` renders a notebook with nbconvert's ``lab`` template less its network
 assets (require.js, MathJax, Mermaid and the widget manager come from a CDN there; the study's
-notebooks need none of them: no widgets, no math), so a report opens complete without a network.
+notebooks need none of them: no widgets, no math), so a report opens complete without a network;
+the code of a cell tagged ``hide-input`` (code that only draws or formats) is folded under "Show
+code cell source", as on the report site, and Markdown tables in outputs are HTML tables
+(nbconvert's Markdown renderer has tables).
 :func:`remote_assets` finds what a page would load from the network (scripts, style sheets,
 images, fonts, imported modules); plain hyperlinks are not loads and are allowed.
 """
@@ -199,12 +202,22 @@ _OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block input_group -%}
+{%- if "hide-input" in cell.metadata.get("tags", []) -%}
+<details class="obd-folded-input"><summary>Show code cell source</summary>
+{{ super() }}
+</details>
+{%- else -%}
+{{ super() }}
+{%- endif -%}
+{%- endblock input_group -%}
 """
 
 
 def offline_html(nb: NotebookNode, title: str) -> str:
     """``nb`` as a self-contained HTML page titled ``title``: nbconvert's ``lab`` template with
-    its styles inlined and figures embedded, without the scripts it loads from a CDN.
+    its styles inlined and figures embedded, without the scripts it loads from a CDN, and the
+    code of cells tagged ``hide-input`` folded.
     ``RuntimeError`` if the page would still load anything from the network."""
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
