@@ -81,7 +81,7 @@ def _log_write(path: Path) -> None:
     log = os.environ.get(OUTPUT_LOG_ENV)
     if log:
         with open(log, "a", encoding="utf-8") as f:
-            f.write(f"{path.resolve()}\n")
+            f.write(f"{os.path.abspath(path)}\n")  # as named: links not followed
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
