@@ -345,7 +345,12 @@ def _synthetic_results(results: Path) -> None:
                      include_biases=False, seed=seed, fraction=f, pruned_fraction=f,
                      n_pruned=int(f * 1000), accuracy=cliff(t)(f), loss=0.1)
                 for seed, t in enumerate(per_seed) for f in fractions]  # fmt: skip
-        pd.DataFrame(rows)[RESULT_COLUMNS].to_csv(results / "sweeps" / f"{variant}.csv")
+        pd.DataFrame(rows)[RESULT_COLUMNS].to_csv(
+            results / "sweeps" / f"{variant}.csv", index=False
+        )
+    from obd.pipeline.outputs import write_manifest  # what the prune runs record
+
+    write_manifest(results.parent / "reports" / "prune", list((results / "sweeps").glob("*")))
     retrain = [dict(method=m, seed=s, fraction=0.969, accuracy=a + 0.002 * s)
                for m, a in (("iterative_obd", 0.901), ("iterative_magnitude", 0.857),
                             ("oneshot_obd", 0.088)) for s in (0, 1)]  # fmt: skip

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from obd.pipeline import io
+from obd.pipeline.outputs import write_manifest
 from obd.study.variants import load_sweeps
 
 
@@ -28,7 +29,10 @@ def test_atomic_writes_are_readable_by_everyone(tmp_path):
 
 
 def _sweep(variant: str, seeds: list[int]) -> pd.DataFrame:
-    return pd.DataFrame({"variant": variant, "seed": seeds, "fraction": 0.0, "accuracy": 0.9})
+    saliency, scope, model = variant.split("-")
+    return pd.DataFrame({"variant": variant, "saliency": saliency, "scope": scope, "model": model,
+                         "include_biases": False, "seed": seeds, "fraction": 0.0,
+                         "pruned_fraction": 0.0, "n_pruned": 0, "accuracy": 0.9, "loss": 0.1})  # fmt: skip
 
 
 def test_loaders_read_only_finished_outputs_and_resume_cleans_temps(tmp_path):
@@ -38,11 +42,11 @@ def test_loaders_read_only_finished_outputs_and_resume_cleans_temps(tmp_path):
     # what a killed writer leaves: a partial temporary file beside its target
     partial = sweeps / ".obd-global-dropout.csv.obd-tmp-k3j_x9q2.csv"
     _sweep("obd-global-dropout", [0]).to_csv(partial, index=False)
+    write_manifest(tmp_path / "reports" / "prune", [sweeps / "obd-global-plain.csv"])
     df = load_sweeps(tmp_path / "results")
     assert set(df.variant) == {"obd-global-plain"} and len(df) == 2
 
     reports = tmp_path / "reports"
-    reports.mkdir()
     io.write_text(reports / "train-plain-seed0.html", "<html></html>")
     (reports / ".prune-x.html.obd-tmp-abcd1234.html").write_text("<html>partial")
     (reports / ".train-plain-seed0.ipynb.obd-tmp-zz9_8x7w.ipynb").write_text("{")

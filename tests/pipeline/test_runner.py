@@ -232,7 +232,9 @@ def _umask() -> int:
     return mask
 
 
-STRINGS = 'out = "../scratch/x.txt"\nname = "note"\nsteps = 10\nfractions = [0.5]\nmodel = "m.npz"\n'
+STRINGS = (
+    'out = "../scratch/x.txt"\nname = "note"\nsteps = 10\nfractions = [0.5]\nmodel = "m.npz"\n'
+)
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from obd.pipeline.io import atomic_path, check_writable, file_mode, write_text
+from obd.pipeline.io import atomic_path, check_writable, file_mode
 from obd.pipeline.portable import offline_html, portable_notebook
 
 if TYPE_CHECKING:
