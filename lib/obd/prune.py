@@ -27,7 +27,7 @@ import optax
 import pandas as pd
 from flax import nnx
 
-from obd.checks import check_examples
+from obd.checks import check_examples, check_finite_params
 from obd.network import Network, Params, as_network, input_check, is_module, to_params, with_params
 from obd.saliencies import check_scope
 
@@ -278,6 +278,7 @@ def sweep(
     net, flat, _ = as_network(params, activation)
     scores = to_params(params, scores, "scores")
     fractions = np.atleast_1d(_check_fractions(fractions))
+    check_finite_params(flat)
     input_check(net, flat, x)
     check_examples(x, y, num_classes=int(np.shape(flat[-1]["kernel"])[-1]))
     zero = [np.asarray(a) == 0 for a in jax.tree.leaves(flat)]
@@ -296,9 +297,24 @@ def sweep(
     return sweep_table(fractions, n_pruned, n, acc, ce)
 
 
+def check_finite_results(fractions, accuracy, loss, where: str = "") -> None:
+    """``ValueError`` naming the levels whose accuracy or loss is not finite (NaN or inf): a
+    result computed from non-finite numbers is not a result."""
+    acc, ce = np.asarray(accuracy, np.float64), np.asarray(loss, np.float64)
+    bad = ~(np.isfinite(acc) & np.isfinite(ce))
+    if bad.any():
+        levels = ", ".join(f"{f:g}" for f in np.asarray(fractions)[bad][:5])
+        raise ValueError(
+            f"the loss or accuracy is not finite (NaN or inf) at {int(bad.sum())} level(s){where}, "
+            f"fraction {levels}{', ...' if bad.sum() > 5 else ''}: a non-finite weight or "
+            "update (check the parameters, scores and damping)"
+        )
+
+
 def sweep_table(fractions, n_pruned, n: int, accuracy, loss) -> pd.DataFrame:
     """The table a sweep returns: one row per level, ``n`` prunable entries in all."""
     n_pruned = np.asarray(n_pruned)
+    check_finite_results(fractions, accuracy, loss)
     return pd.DataFrame(
         {
             "fraction": fractions,

@@ -398,3 +398,28 @@ def test_bad_inputs_on_nnx():
 
 def _model_other():
     return nets.mlp((64, 5, 4), rngs=nnx.Rngs(0))
+
+
+def _with_nan(params, layer=1, name="kernel"):
+    params = jax.tree.map(np.array, params)
+    params[layer][name][0, 0] = np.nan
+    return params
+
+
+def test_sweep_refuses_a_nan_weight_naming_the_tensor(toy_data, toy_net):
+    xt, yt = toy_data[2:]
+    bad = _with_nan(toy_net)
+    with pytest.raises(ValueError, match=r"parameter params\[1\]\['kernel'\] holds 1 non-finite"):
+        prune.sweep(bad, saliency("magnitude", toy_net), [0.0, 0.5], xt, yt)
+    jbad = jax.tree.map(jnp.asarray, bad)  # on the device: the same answer
+    with pytest.raises(ValueError, match=r"params\[1\]\['kernel'\]"):
+        prune.sweep(jbad, saliency("magnitude", toy_net), [0.0], xt, yt)
+    with pytest.raises(ValueError, match=r"params\[1\]\['kernel'\]"):
+        hessian_diag(bad, xt, yt)
+
+
+def test_sweep_tables_refuse_non_finite_results():
+    with pytest.raises(
+        ValueError, match=r"not finite \(NaN or inf\) at 1 level\(s\), fraction 0.5"
+    ):
+        prune.sweep_table(np.array([0.0, 0.5]), [0, 5], 10, [0.9, 0.8], [0.1, np.nan])

@@ -294,7 +294,7 @@ def test_bad_data_is_refused_by_every_replay_entry_point():
     nan[2, 3] = np.nan
     cases = [
         (nan, y, "non-finite"),
-        (x * 255, y, r"expected MNIST pixels in \[0, 1\] \(divide by 255\)"),
+        (x * 255, y, r"expected MNIST pixels in \[0, 1\] \(0-255 pixels\? divide by 255\)"),
         ((x * 255).astype(np.uint8), y, "floating point"),
         (x, np.array([0, 1, 2, -1]), r"labels must be in \[0, 2\]"),
     ]

@@ -35,6 +35,7 @@ from obd.batches import batch_indices
 from obd.checks import (
     check_converging,
     check_examples,
+    check_finite_params,
     check_finite_tensors,
     check_float,
     check_number,
@@ -113,10 +114,16 @@ def _chunk_fn(net: Network, opt: optax.GradientTransformation, x, y):
 
 
 def evaluate(model: nnx.Module, x: Any, y: Any, batch: int = 2_000) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy of ``model`` on ``(x, y)``, in batches of ``batch``."""
+    """Accuracy and mean cross-entropy of ``model`` on ``(x, y)``, in batches of ``batch``.
+
+    ``ValueError`` for a ``batch`` that is not a positive integer, non-finite parameters (the
+    tensor is named), ``x`` outside ``[0, 1]`` (MNIST pixels; 0-255 ones must be divided by 255)
+    or a non-finite result."""
+    batch = check_number("batch", batch, lo=1, integer=True)
     net, params, _ = as_network(model)
+    check_finite_params(params)
     input_check(net, params, x)
-    check_examples(x, y, num_classes=int(np.shape(params[-1]["kernel"])[-1]))
+    check_examples(x, y, num_classes=int(np.shape(params[-1]["kernel"])[-1]), pixels=True)
     x, y = np.asarray(x), np.asarray(y)
     acc = ce = 0.0
     for s in range(0, len(x), batch):
@@ -125,6 +132,8 @@ def evaluate(model: nnx.Module, x: Any, y: Any, batch: int = 2_000) -> tuple[flo
         )
         acc += float(a) * len(x[s : s + batch])
         ce += float(c) * len(x[s : s + batch])
+    if not (np.isfinite(acc) and np.isfinite(ce)):
+        raise ValueError(f"evaluate: the loss is not finite ({ce / len(x)!r}); not a result")
     return acc / len(x), ce / len(x)
 
 
