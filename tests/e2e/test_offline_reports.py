@@ -378,3 +378,53 @@ def test_front_page_first_screen_at_1280x800(tmp_path):
 def test_quick_front_page_first_screen_at_1280x800(quick_reports, tmp_path):
     results = quick_reports.parent / "results"
     _check_first_screen(quick_reports / "site" / "index.html", results, tmp_path)
+
+
+def test_relative_text_leaves_urls_and_the_users_text_alone(monkeypatch):
+    """No rewrite inside a URL or of text that is not a path; a path after ``:`` is one."""
+    monkeypatch.setenv("HOME", "/root")
+    rules = portable.path_rules("/srv/repo")
+    tmp = tempfile.gettempdir()
+    cases = {
+        f"https://example.com{tmp}/data.csv": f"https://example.com{tmp}/data.csv",
+        "https://github.com/root/repo": "https://github.com/root/repo",
+        "see https://x.org/srv/repo/a": "see https://x.org/srv/repo/a",
+        "y = a /b": "y = a /b",
+        'name = "ratio /2"': 'name = "ratio /2"',
+        "# None: <out_dir>/models/<arch>-seed<seed>.npz": "# None: <out_dir>/models/<arch>-seed<seed>.npz",
+        "PATH=/usr/bin:/opt/x/bin": "PATH=…/bin:…/bin",
+        "x:/srv/repo/results/a.csv": "x:results/a.csv",
+        f"file://{tmp}/a": "file://<tmp>/a",
+    }  # fmt: skip
+    for text, expected in cases.items():
+        assert portable.relative_text(text, rules) == expected, text
+
+
+def test_machine_paths_leave_every_part_of_a_notebook():
+    """SVG and JavaScript outputs, output metadata, an error's name and attachment names."""
+    data = "/work/shared/data/tensorflow_datasets"
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell("x = 1")
+    code.outputs = [
+        nbformat.v4.new_output(
+            "display_data",
+            data={
+                "image/svg+xml": f"<svg><!-- {data} --><text>{data}/x</text></svg>",
+                "application/javascript": f"console.log('{data}')",
+                "image/png": "iVBORw0KGgo/usr/lib/x+/AAAA",
+                "text/plain": f"PATH={data}:/opt/x/bin",
+            },
+            metadata={"filenames": [f"{data}/f.svg"]},
+        ),  # fmt: skip
+        nbformat.v4.new_output(
+            "error", ename=f"Error at {data}/a", evalue=f"{data}:1", traceback=[f"File {data}/b.py"]
+        ),  # fmt: skip
+    ]
+    md = nbformat.v4.new_markdown_cell("![x](attachment:pic.png)")
+    md["attachments"] = {f"{data}/pic.png": {"image/png": "iVBOR"}}
+    nb.cells = [code, md]
+    portable.portable_notebook(nb, "/srv/repo")
+    text = json.dumps(nb)
+    assert data not in text and "/opt/x/bin" not in text, text
+    assert "iVBORw0KGgo/usr/lib/x+/AAAA" in text  # base64 images are left alone
+    assert list(nb.cells[1].attachments) == ["…/pic.png"]
