@@ -57,6 +57,11 @@ def leaf_names(tree: Any) -> list[tuple[Any, str]]:
 def _leaf_groups(params: Any, scope: str, include_biases: bool) -> list[int | None]:
     """Group id of each leaf (``jax.tree.leaves`` order); ``None`` for non-prunable leaves."""
     check_scope(scope)
+    if not isinstance(include_biases, bool | np.bool_):
+        raise ValueError(
+            f"include_biases must be True or False, got {include_biases!r} "
+            f"({type(include_biases).__name__})"
+        )
     layers: dict[Any, int] = {}
     groups = []
     for layer, tensor in leaf_names(params):
@@ -177,7 +182,13 @@ def _zeros_first(scores: list, zero: list[np.ndarray]) -> list:
     leaves themselves, unchanged, when nothing is zero (dense weights: identical ranks)."""
     if not any(z.any() for z in zero):
         return scores
-    return [np.where(z, -np.inf, np.asarray(s)) for s, z in zip(scores, zero, strict=True)]
+    out = []
+    for s, z in zip(scores, zero, strict=True):
+        s = np.asarray(s)
+        if np.issubdtype(s.dtype, np.floating):  # -inf scores of non-zero weights rank after
+            s = np.where(s == -np.inf, np.finfo(s.dtype).min, s)  # the zeros, before the rest
+        out.append(np.where(z, -np.inf, s))
+    return out
 
 
 def _pruned_counts(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -124,7 +124,7 @@ def test_clean_stale_removes_a_killed_site_build_but_no_user_folder(tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         report.build_site(tmp_path, tmp_path, tmp_path)
     monkeypatch.setattr(site.tempfile, "TemporaryDirectory", real)
-    killed = Path(real(prefix=seen[0], dir=tmp_path).name)  # what a killed build leaves
+    killed = io.mark_build_folder(tempfile.mkdtemp(prefix=seen[0], dir=tmp_path))  # a killed build
     (killed / "src" / "notebooks").mkdir(parents=True)
     (killed / "src" / "notebooks" / "a.ipynb").write_text("{}")
     user = tmp_path / ".my-site-notes"
@@ -152,3 +152,16 @@ def test_lock_makes_a_second_run_wait(tmp_path):
     assert second.returncode == 0
     assert f"another run is in progress in this checkout (pid {first.pid}" in second.stderr
     assert log.read_text().split() == ["first-start", "first-end", "second"]
+
+
+def test_clean_stale_keeps_a_users_folder_named_like_a_temporary_one(tmp_path):
+    """A folder is removed only when this project made it (its build marker): a user's hidden
+    folder whose name carries the marker pattern is kept, with its files."""
+    user = tmp_path / ".site.obd-tmp-20240101"
+    (user / "notes").mkdir(parents=True)
+    (user / "notes" / "n.md").write_text("mine")
+    other = tmp_path / ".backup.obd-tmp-abcd1234.d"
+    other.mkdir()
+    assert io.is_temp(user) and io.is_temp(other)  # the name alone does not decide
+    assert io.clean_stale([tmp_path]) == []
+    assert (user / "notes" / "n.md").read_text() == "mine" and other.is_dir()

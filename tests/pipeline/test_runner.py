@@ -303,3 +303,11 @@ def test_runner_full_disk_keeps_the_previous_report_and_says_so(tmp_path, monkey
     assert "failed.ipynb" not in err and "kernel's last messages" not in err
     assert {s: report.with_name("r" + s).read_bytes() for s in before} == before
     assert sorted(p.name for p in report.parent.iterdir()) == ["r.html", "r.ipynb"]
+
+
+def test_runner_refuses_two_outputs_naming_the_same_file(tmp_path):
+    nb = _notebook(tmp_path / "nbs", 'out = "a.csv"\nout_mask = "b.csv"\n', "pass")
+    with pytest.raises(ValueError, match="out_mask and out name the same file"):
+        runner.check_parameters(nb, {"out": "x/s.csv", "out_mask": "x/s.csv"}, cwd=tmp_path)
+    with pytest.raises(ValueError, match="name the same file"):
+        runner.check_parameters(nb, {"out_mask": "a.csv"}, cwd=tmp_path / "nbs")  # the default's

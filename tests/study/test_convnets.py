@@ -222,3 +222,18 @@ def test_evaluate_refuses_a_nan_weight_naming_the_tensor():
     k.value = k.value.at[3, 4].set(np.nan)
     with pytest.raises(ValueError, match=r"parameter params\[1\]\['kernel'\] holds 1 non-finite"):
         convnets.evaluate(model, x, y)
+
+
+def test_save_net_refuses_a_model_of_another_arch(tmp_path):
+    with pytest.raises(ValueError, match="the model is not a lenet5"):
+        convnets.save_net(tmp_path / "m.npz", _lenet300(), {"arch": "lenet5"})
+    assert not (tmp_path / "m.npz").exists()
+    convnets.save_net(tmp_path / "m.npz", _lenet300(), {"arch": "lenet_300_100"})
+    assert convnets.load_net(tmp_path / "m.npz")[1]["arch"] == "lenet_300_100"
+
+
+def test_train_net_with_a_huge_learning_rate_is_diverged():
+    x, y = mnist_like(64)
+    with pytest.raises(ValueError, match="training diverged"):
+        convnets.train_net("lenet_300_100", x, y, x, y, steps=20, chunk_steps=10,
+                           learning_rate=1e9, progress=False)  # fmt: skip

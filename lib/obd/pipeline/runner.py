@@ -304,6 +304,21 @@ def check_parameters(
             )
     resolved = {k: _resolve(v, Path(cwd)) if is_path_param(k) else v for k, v in parameters.items()}
     outputs = {**{k: v for k, v in defaults.items() if is_output_param(k)}, **resolved}
+    files: dict[Path, str] = {}
+    for name, value in outputs.items():
+        if (
+            is_output_param(name)
+            and not is_output_folder(name)
+            and isinstance(value, str)
+            and value
+        ):
+            path = Path(os.path.abspath(notebook.parent / value))
+            if path in files:
+                raise ValueError(
+                    f"{name} and {files[path]} name the same file {value!r}: each output "
+                    "parameter must name its own file"
+                )
+            files[path] = name
     for name, value in outputs.items():
         if not is_output_param(name) or not isinstance(value, str) or not value:
             continue

@@ -47,6 +47,9 @@ from obd.retrain import _evaluate_net
 from obd.study import architectures
 from obd.study.model import _META_KEY, write_checkpoint
 
+#: A mean training loss this many times chance level (``log(classes)``) means training diverged.
+DIVERGED = 100
+
 #: Architecture name -> constructor taking ``nnx.Rngs``.
 ARCHS: dict[str, Callable[[nnx.Rngs], nnx.Sequential]] = {
     "lenet_300_100": architectures.lenet_300_100,
@@ -184,6 +187,12 @@ def train_net(
         stop = min(start + chunk_steps, steps)
         params, state, train_loss, first_bad = run(params, state, idx[start:stop])
         check_converging(train_loss, first_bad, start)
+        if float(train_loss) > DIVERGED * np.log(classes):
+            raise ValueError(
+                f"training diverged: the mean training loss is {float(train_loss):.3g} at step "
+                f"{stop}, over {DIVERGED}x chance level (log {classes} = {np.log(classes):.2f}); "
+                "stopped there and returned nothing. Lower learning_rate."
+            )
         model = with_params(model, restore(params))
         acc, ce = evaluate(model, x_te, y_test)
         rows.append((stop, stop * batch_size / len(x_tr), float(train_loss), ce, acc))
@@ -199,7 +208,16 @@ def save_net(path: str | os.PathLike, model: nnx.Module, meta: dict[str, Any]) -
     if not isinstance(meta, dict) or "arch" not in meta:
         raise ValueError("meta must be a dict naming the model's 'arch'")
     check_arch(meta["arch"])
-    write_checkpoint(path, as_network(model)[1], meta)
+    params = as_network(model)[1]
+    want = as_network(build(meta["arch"], 0))[1]
+    got_shapes = [{k: tuple(np.shape(v)) for k, v in p.items()} for p in params]
+    want_shapes = [{k: tuple(v.shape) for k, v in p.items()} for p in want]
+    if got_shapes != want_shapes:
+        raise ValueError(
+            f"the model is not a {meta['arch']}: its parameters have shapes {got_shapes}, a "
+            f"{meta['arch']} has {want_shapes}; pass the arch the model was built as"
+        )
+    write_checkpoint(path, params, meta)
 
 
 def load_net(path: str | os.PathLike) -> tuple[nnx.Sequential, dict[str, Any]]:

@@ -100,18 +100,26 @@ def read_csv(path: str | os.PathLike, columns: list[str] | None = None) -> pd.Da
         ) from None
     if not text.endswith("\n"):
         raise ValueError(f"{path} ends mid-line: the file is truncated; run its run again")
-    rows = list(csv.reader(io.StringIO(text)))
-    header = rows[0]
-    for i, row in enumerate(rows[1:], start=2):
-        if row == header:
+    lines = text.splitlines()
+    if '"' in text:  # quoted fields may hold commas: count the fields with the csv module
+        fields = [len(row) for row in csv.reader(io.StringIO(text))]
+    else:
+        fields = [line.count(",") + 1 for line in lines]
+    for i, line in enumerate(lines[1:], start=2):
+        if line == lines[0]:
             raise ValueError(f"{path} holds its header again at line {i}: written twice?")
-        if len(row) != len(header):
-            raise ValueError(
-                f"{path} line {i} has {len(row)} fields, the header {len(header)}: the file is "
-                "damaged or truncated"
-            )
-    df = pd.read_csv(io.StringIO(text))
-    missing = [c for c in columns or [] if c not in df.columns]
+    bad = [i for i, n in enumerate(fields) if n != fields[0] and lines[i]]
+    if bad:
+        i = bad[0]
+        raise ValueError(
+            f"{path} line {i + 1} has {fields[i]} fields, the header {fields[0]}: the file is "
+            "damaged or truncated"
+        )
+    try:
+        df = pd.read_csv(io.StringIO(text))
+    except (ValueError, pd.errors.ParserError) as err:
+        raise ValueError(f"{path} is not a readable table: {err}") from None
+    missing = sorted(set(columns or []) - set(df.columns), key=(columns or []).index)
     if missing:
         raise ValueError(f"{path} lacks the column(s) {', '.join(missing)}")
     return df

@@ -142,11 +142,14 @@ def read_sweep(path: str | os.PathLike) -> pd.DataFrame:
     from obd.study.records import read_csv
 
     df = read_csv(path, RESULT_COLUMNS)
-    for col in NUMERIC_COLUMNS:
-        if not pd.api.types.is_numeric_dtype(df[col]) or df[col].isna().any():
-            raise ValueError(f"{path}: column {col} holds values that are not numbers")
+    numbers = df[NUMERIC_COLUMNS]
+    if not all(k in "iuf" for k in numbers.dtypes.map(lambda d: d.kind)) or numbers.isna().any(
+        axis=None
+    ):
+        bad = [c for c in NUMERIC_COLUMNS if df[c].dtype.kind not in "iuf" or df[c].isna().any()]
+        raise ValueError(f"{path}: column {bad[0]} holds values that are not numbers")
     stem = Path(path).stem
-    other = sorted(set(df["variant"].astype(str)) - {stem})
+    other = sorted({str(v) for v in df["variant"].unique()} - {stem})
     if other:
         raise ValueError(f"{path} holds rows of variant(s) {', '.join(other)}, not {stem}")
     return df
