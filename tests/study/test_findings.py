@@ -269,3 +269,13 @@ def test_sweeps_without_any_record_of_a_run_are_not_read(tmp_path):
 
     with pytest.raises(ValueError, match="no record of the pipeline's runs in"):
         load_sweeps(tmp_path / "results")
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff\xfe\x00a,b\n", b"saliency,spearman\nobd,0.9\nmag"])
+def test_a_damaged_analysis_csv_stops_only_its_findings(results, content):
+    (results / "curvature.csv").write_bytes(content)
+    found, ignored = findings.compute_all(results)
+    by_key = {f.key: f for f in found}
+    assert by_key["curvature"].held is None and "curvature.csv (" in by_key["curvature"].text
+    assert by_key["obd-vs-magnitude"].held is True  # the others are still computed
+    assert "curvature.csv" in ignored

@@ -29,7 +29,7 @@ import pandas as pd
 from obd.pipeline.io import write_text
 from obd.study import convnet_metrics as cm
 from obd.study.published import load_han2015
-from obd.study.records import ignored_line
+from obd.study.records import ignored_line, read_csv
 from obd.study.variants import read_sweep, sweep_files, tolerated_fraction
 
 DROP = 0.01  # the accuracy loss tolerated when counting weights pruned "at a 1-point loss"
@@ -87,7 +87,11 @@ class _Results:
         path = self.root / name
         if not path.is_file():
             raise _Missing(name)
-        return pd.read_csv(path)
+        try:
+            return read_csv(path)
+        except ValueError as err:  # named; the findings that need it say so
+            self.ignored[path] = str(err).removeprefix(str(path)).strip(" :")
+            raise _Missing(f"{name} ({self.ignored[path]})") from None
 
     @property
     def sweeps(self) -> pd.DataFrame:
@@ -139,7 +143,10 @@ class _Results:
     def convnets(self, kind: str) -> pd.DataFrame:
         """All ``convnets/*-seed*-{kind}.csv`` (``convnet.ipynb``'s runs), concatenated."""
         if kind not in self._conv:
-            self._conv[kind] = cm.read_kind(self.root, kind)
+            try:
+                self._conv[kind] = cm.read_kind(self.root, kind)
+            except ValueError as err:
+                raise _Missing(f"convnets/*-seed*-{kind}.csv ({err})") from None
         if self._conv[kind].empty:
             raise _Missing(f"convnets/*-seed*-{kind}.csv")
         return self._conv[kind]

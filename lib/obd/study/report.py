@@ -29,6 +29,7 @@ from obd.study import convnet_metrics as cm
 from obd.study import findings as fnd
 from obd.study import site_text as words
 from obd.study.convnet_styles import arch_label
+from obd.study.records import read_csv
 from obd.study.site_text import FIGURES, QUESTION, QUESTION_SHORT
 
 __all__ = [
@@ -89,7 +90,10 @@ def _summary_table(results: Path) -> str:
     path = results / "summary.csv"
     if not path.is_file():
         return "*No summary table: `compare.ipynb` has not run.*\n"
-    s = pd.read_csv(path)
+    try:
+        s = read_csv(path)
+    except ValueError as err:
+        return f"*No summary table: {err}.*\n"
     lines = ["| variant | seeds | unpruned accuracy (%) | weights pruned at <= 1 point loss (%) |",
              "|---|---:|---:|---:|"]  # fmt: skip
     lines += [
