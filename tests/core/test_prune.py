@@ -400,7 +400,7 @@ def _model_other():
     return nets.mlp((64, 5, 4), rngs=nnx.Rngs(0))
 
 
-def _with_nan(params, layer=1, name="kernel"):
+def _nan_weight(params, layer=1, name="kernel"):
     params = jax.tree.map(np.array, params)
     params[layer][name][0, 0] = np.nan
     return params
@@ -408,7 +408,7 @@ def _with_nan(params, layer=1, name="kernel"):
 
 def test_sweep_refuses_a_nan_weight_naming_the_tensor(toy_data, toy_net):
     xt, yt = toy_data[2:]
-    bad = _with_nan(toy_net)
+    bad = _nan_weight(toy_net)
     with pytest.raises(ValueError, match=r"parameter params\[1\]\['kernel'\] holds 1 non-finite"):
         prune.sweep(bad, saliency("magnitude", toy_net), [0.0, 0.5], xt, yt)
     jbad = jax.tree.map(jnp.asarray, bad)  # on the device: the same answer
