@@ -160,7 +160,9 @@ def test_predict_equals_apply_on_lenet5():
 
 
 def test_convnet_checkpoint_whose_meta_is_not_an_object(tmp_path):
-    convnets.save_net(tmp_path / "c.npz", convnets.build("lenet_300_100"), {"arch": "lenet_300_100"})
+    convnets.save_net(
+        tmp_path / "c.npz", convnets.build("lenet_300_100"), {"arch": "lenet_300_100"}
+    )
     with np.load(tmp_path / "c.npz") as f:
         arrays = dict(f)
     for meta in ('["lenet_300_100"]', '{"seed": 0}'):
