@@ -108,9 +108,12 @@ def check_pixels(x: Any, name: str = "x") -> None:
     else:
         lo, hi = float(xa.min()), float(xa.max())
     if lo < 0 or hi > 1:
-        hint = " (divide by 255)" if hi > 1 else ""
+        a = np.asarray(xa)  # only on failure: the count, on the host
+        bad = int(((a < 0) | (a > 1)).sum())
+        hint = " (0-255 pixels? divide by 255)" if hi > 2 else ""
         raise ValueError(
-            f"{name} has values in [{lo:g}, {hi:g}]; expected MNIST pixels in [0, 1]{hint}"
+            f"{name} has {bad} value(s) outside [0, 1] (it ranges over [{lo!r}, {hi!r}]); "
+            f"expected MNIST pixels in [0, 1]{hint}"
         )
 
 
@@ -228,3 +231,35 @@ def check_number(
         right = ")" if hi_open else "]"
         raise ValueError(f"{name}={value!r} is outside the accepted range {left}{lo}, {hi}{right}")
     return value
+
+
+@jax.jit
+def _leaves_finite(leaves: list) -> jax.Array:
+    """Whether every entry of every leaf is finite: one fused reduction on the device."""
+    return jnp.stack([jnp.isfinite(a).all() for a in leaves]).all()
+
+
+def check_finite_params(params: Any, name: str = "params", *, what: str = "parameter") -> None:
+    """``ValueError`` naming the first tensor of the pytree ``params`` that holds a NaN or an
+    infinite value (its path, e.g. ``params[2]['kernel']``, and how many). One fused reduction
+    over the floating-point leaves on entry (on the host for NumPy leaves); skipped inside a
+    trace. ``what``: the word for a tensor in the message (``parameter``, ``result``)."""
+    items = [
+        (path, leaf)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+        if jnp.issubdtype(np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype)), jnp.inexact)
+    ]
+    if not items or any(_is_traced(leaf) for _, leaf in items):
+        return
+    device = [leaf for _, leaf in items if isinstance(leaf, jax.Array)]
+    host = [np.asarray(leaf) for _, leaf in items if not isinstance(leaf, jax.Array)]
+    if (not device or bool(_leaves_finite(device))) and all(np.isfinite(a).all() for a in host):
+        return
+    for path, leaf in items:  # only on failure: find and name the tensor
+        a = np.asarray(leaf)
+        if not np.isfinite(a).all():
+            bad = int((~np.isfinite(a)).sum())
+            raise ValueError(
+                f"{what} {name}{jax.tree_util.keystr(path)} holds {bad} non-finite value(s) "
+                f"(NaN or inf) out of {a.size}; every {what} must be finite"
+            )

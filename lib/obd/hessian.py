@@ -59,7 +59,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, PartitionSpec
 
-from obd.checks import check_examples
+from obd.checks import check_examples, check_finite_params
 from obd.network import Act, Conv, Dense, Network, Params, as_network, input_check, to_params
 
 #: The ``method`` values :func:`hessian_diag` accepts (see the module docstring).
@@ -417,6 +417,7 @@ class _Prepared:
         if not jnp.issubdtype(dtype, jnp.floating):
             raise ValueError(f"parameters must be floating point, got dtype {dtype}")
         self.params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
+        check_finite_params(self.params)
         num_classes = int(np.shape(params[-1]["kernel"])[-1])
         input_check(self.net, self.params, x)
         check_examples(x, y, num_classes=num_classes)
@@ -512,6 +513,7 @@ def hessian_diag(
             raise ValueError("method 'hutchinson' needs a PRNG key: pass key=jax.random.key(...)")
         extra, num = key, num_samples
     total = prep.run(method, extra, num)
+    check_finite_params(total, "hessian_diag", what="result")
     if method == "hutchinson":
         total = jax.tree.map(lambda t: t / num_samples, total)
     return prep.restore(total)

@@ -27,7 +27,7 @@ import optax
 import pandas as pd
 from flax import nnx
 
-from obd.checks import check_examples
+from obd.checks import check_examples, check_finite_params
 from obd.network import Network, Params, as_network, input_check, is_module, to_params, with_params
 from obd.saliencies import check_scope
 
@@ -57,6 +57,11 @@ def leaf_names(tree: Any) -> list[tuple[Any, str]]:
 def _leaf_groups(params: Any, scope: str, include_biases: bool) -> list[int | None]:
     """Group id of each leaf (``jax.tree.leaves`` order); ``None`` for non-prunable leaves."""
     check_scope(scope)
+    if not isinstance(include_biases, bool | np.bool_):
+        raise ValueError(
+            f"include_biases must be True or False, got {include_biases!r} "
+            f"({type(include_biases).__name__})"
+        )
     layers: dict[Any, int] = {}
     groups = []
     for layer, tensor in leaf_names(params):
@@ -177,7 +182,13 @@ def _zeros_first(scores: list, zero: list[np.ndarray]) -> list:
     leaves themselves, unchanged, when nothing is zero (dense weights: identical ranks)."""
     if not any(z.any() for z in zero):
         return scores
-    return [np.where(z, -np.inf, np.asarray(s)) for s, z in zip(scores, zero, strict=True)]
+    out = []
+    for s, z in zip(scores, zero, strict=True):
+        s = np.asarray(s)
+        if np.issubdtype(s.dtype, np.floating):  # -inf scores of non-zero weights rank after
+            s = np.where(s == -np.inf, np.finfo(s.dtype).min, s)  # the zeros, before the rest
+        out.append(np.where(z, -np.inf, s))
+    return out
 
 
 def _pruned_counts(
@@ -278,6 +289,7 @@ def sweep(
     net, flat, _ = as_network(params, activation)
     scores = to_params(params, scores, "scores")
     fractions = np.atleast_1d(_check_fractions(fractions))
+    check_finite_params(flat)
     input_check(net, flat, x)
     check_examples(x, y, num_classes=int(np.shape(flat[-1]["kernel"])[-1]))
     zero = [np.asarray(a) == 0 for a in jax.tree.leaves(flat)]
@@ -296,9 +308,24 @@ def sweep(
     return sweep_table(fractions, n_pruned, n, acc, ce)
 
 
+def check_finite_results(fractions, accuracy, loss, where: str = "") -> None:
+    """``ValueError`` naming the levels whose accuracy or loss is not finite (NaN or inf): a
+    result computed from non-finite numbers is not a result."""
+    acc, ce = np.asarray(accuracy, np.float64), np.asarray(loss, np.float64)
+    bad = ~(np.isfinite(acc) & np.isfinite(ce))
+    if bad.any():
+        levels = ", ".join(f"{f:g}" for f in np.asarray(fractions)[bad][:5])
+        raise ValueError(
+            f"the loss or accuracy is not finite (NaN or inf) at {int(bad.sum())} level(s){where}, "
+            f"fraction {levels}{', ...' if bad.sum() > 5 else ''}: a non-finite weight or "
+            "update (check the parameters, scores and damping)"
+        )
+
+
 def sweep_table(fractions, n_pruned, n: int, accuracy, loss) -> pd.DataFrame:
     """The table a sweep returns: one row per level, ``n`` prunable entries in all."""
     n_pruned = np.asarray(n_pruned)
+    check_finite_results(fractions, accuracy, loss)
     return pd.DataFrame(
         {
             "fraction": fractions,

@@ -33,7 +33,13 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from obd.batches import REDUCTIONS, batch_indices
-from obd.checks import check_converging, check_examples, check_number, check_trainable
+from obd.checks import (
+    check_converging,
+    check_examples,
+    check_finite_params,
+    check_number,
+    check_trainable,
+)
 from obd.hessian import hessian_diag
 from obd.mlp import apply_mlp, layer_sizes
 from obd.network import (
@@ -196,6 +202,7 @@ def retrain_masked(
             raise ValueError(f"x must be [N, {sizes[0]}] and y [N]; got {x_shape}, {y_shape}")
         net, flat, keep, classes = None, params, masks, sizes[-1]
     check_masks(keep)
+    check_finite_params(flat)
     check_examples(x, y, num_classes=classes)
     check_trainable(flat, x)
     x, y = jnp.asarray(x), jnp.asarray(y)

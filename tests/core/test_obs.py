@@ -488,3 +488,17 @@ def test_global_obs_evaluates_an_mlp_with_its_own_activation(toy_data, toy_net, 
     with pytest.raises(ValueError, match=f"activation='relu' conflicts with the model's own "
                                          f"activation '{activation}'"):  # fmt: skip
         obs.global_obs_sweep(module, x, y, [0.5], xt, yt, activation="relu")
+
+
+def test_obs_refuses_nan_weights_and_non_finite_results(toy_data, toy_net):
+    x, y, xt, yt = toy_data
+    bad = jax.tree.map(np.array, toy_net)
+    bad[0]["bias"][2] = np.inf
+    for fn in (
+        lambda p: obs.obs_sweep(p, x, [0.0, 0.5], xt, yt),
+        lambda p: obs.global_obs_sweep(p, x, y, [0.0, 0.5], xt, yt),
+    ):
+        with pytest.raises(ValueError, match=r"parameter params\[0\]\['bias'\] holds 1 non-finite"):
+            fn(bad)
+    with pytest.raises(ValueError, match=r"not finite|damping"):
+        obs.global_obs_sweep(toy_net, x, y, [0.0, 0.5], xt, yt, damping=1e300)

@@ -398,3 +398,57 @@ def test_bad_inputs_on_nnx():
 
 def _model_other():
     return nets.mlp((64, 5, 4), rngs=nnx.Rngs(0))
+
+
+def _nan_weight(params, layer=1, name="kernel"):
+    params = jax.tree.map(np.array, params)
+    params[layer][name][0, 0] = np.nan
+    return params
+
+
+def test_sweep_refuses_a_nan_weight_naming_the_tensor(toy_data, toy_net):
+    xt, yt = toy_data[2:]
+    bad = _nan_weight(toy_net)
+    with pytest.raises(ValueError, match=r"parameter params\[1\]\['kernel'\] holds 1 non-finite"):
+        prune.sweep(bad, saliency("magnitude", toy_net), [0.0, 0.5], xt, yt)
+    jbad = jax.tree.map(jnp.asarray, bad)  # on the device: the same answer
+    with pytest.raises(ValueError, match=r"params\[1\]\['kernel'\]"):
+        prune.sweep(jbad, saliency("magnitude", toy_net), [0.0], xt, yt)
+    with pytest.raises(ValueError, match=r"params\[1\]\['kernel'\]"):
+        hessian_diag(bad, xt, yt)
+
+
+def test_sweep_tables_refuse_non_finite_results():
+    with pytest.raises(
+        ValueError, match=r"not finite \(NaN or inf\) at 1 level\(s\), fraction 0.5"
+    ):
+        prune.sweep_table(np.array([0.0, 0.5]), [0, 5], 10, [0.9, 0.8], [0.1, np.nan])
+
+
+@pytest.mark.parametrize("flag", ["no", "False", 0, 1, None])
+def test_include_biases_must_be_a_bool(scores, flag):
+    with pytest.raises(ValueError, match="include_biases must be True or False"):
+        prune.masks(scores, 0.5, include_biases=flag)
+
+
+def test_n_pruned_counts_zeros_when_scores_hold_minus_inf(toy_data, toy_net):
+    """Zeros rank strictly first, then -inf scores: n_pruned is the count of zeros, max(k, z),
+    even when -inf scores of non-zero weights come first in the flattened order."""
+    xt, yt = toy_data[2:]
+    params = jax.tree.map(np.array, toy_net)
+    params[1]["kernel"][:4, :] = 0.0  # 12 zeros in the second layer
+    scores = jax.tree.map(np.abs, params)
+    scores[0]["kernel"][:, :] = -np.inf  # the whole first layer, all non-zero weights
+    fractions = [0.05, 0.1, 0.5]
+    table = prune.sweep(params, scores, fractions, xt, yt)
+    n = sum(p["kernel"].size for p in params)
+    assert table.n_pruned.tolist() == [max(int(np.floor(f * n + 0.5)), 12) for f in fractions]
+    ranked = jax.tree.unflatten(
+        jax.tree.structure(scores),
+        prune._zeros_first(
+            jax.tree.leaves(scores), [np.asarray(a) == 0 for a in jax.tree.leaves(params)]
+        ),
+    )
+    for f, reported in zip(fractions, table.n_pruned, strict=True):
+        pruned = prune.apply_masks(params, prune.masks(ranked, f))
+        assert sum(int((np.asarray(p["kernel"]) == 0).sum()) for p in pruned) == reported

@@ -115,6 +115,11 @@ def build_base(root: Path) -> None:
                 table[RESULT_COLUMNS].to_csv(
                     root / "results" / "sweeps" / f"{kind}-global-plain.csv", index=False
                 )
+            from obd.pipeline.outputs import write_manifest  # what the prune runs record
+
+            write_manifest(
+                root / "reports" / "prune", list((root / "results" / "sweeps").glob("*"))
+            )
     from convnet_synthetic import write_study
 
     write_study(root / "results", seeds=(0,))

@@ -368,7 +368,12 @@ def _synthetic_results(results: Path) -> None:
                      include_biases=False, seed=seed, fraction=f, pruned_fraction=f,
                      n_pruned=int(f * 1000), accuracy=cliff(t)(f), loss=0.1)
                 for seed, t in enumerate(per_seed) for f in fractions]  # fmt: skip
-        pd.DataFrame(rows)[RESULT_COLUMNS].to_csv(results / "sweeps" / f"{variant}.csv")
+        pd.DataFrame(rows)[RESULT_COLUMNS].to_csv(
+            results / "sweeps" / f"{variant}.csv", index=False
+        )
+    from obd.pipeline.outputs import write_manifest  # what the prune runs record
+
+    write_manifest(results.parent / "reports" / "prune", list((results / "sweeps").glob("*")))
     retrain = [dict(method=m, seed=s, fraction=0.969, accuracy=a + 0.002 * s)
                for m, a in (("iterative_obd", 0.901), ("iterative_magnitude", 0.857),
                             ("oneshot_obd", 0.088)) for s in (0, 1)]  # fmt: skip
@@ -396,3 +401,53 @@ def test_front_page_first_screen_at_1280x800(tmp_path):
 def test_quick_front_page_first_screen_at_1280x800(quick_reports, tmp_path):
     results = quick_reports.parent / "results"
     _check_first_screen(quick_reports / "site" / "index.html", results, tmp_path)
+
+
+def test_relative_text_leaves_urls_and_the_users_text_alone(monkeypatch):
+    """No rewrite inside a URL or of text that is not a path; a path after ``:`` is one."""
+    monkeypatch.setenv("HOME", "/root")
+    rules = portable.path_rules("/srv/repo")
+    tmp = tempfile.gettempdir()
+    cases = {
+        f"https://example.com{tmp}/data.csv": f"https://example.com{tmp}/data.csv",
+        "https://github.com/root/repo": "https://github.com/root/repo",
+        "see https://x.org/srv/repo/a": "see https://x.org/srv/repo/a",
+        "y = a /b": "y = a /b",
+        'name = "ratio /2"': 'name = "ratio /2"',
+        "# None: <out_dir>/models/<arch>-seed<seed>.npz": "# None: <out_dir>/models/<arch>-seed<seed>.npz",
+        "PATH=/usr/bin:/opt/x/bin": "PATH=…/bin:…/bin",
+        "x:/srv/repo/results/a.csv": "x:results/a.csv",
+        f"file://{tmp}/a": "file://<tmp>/a",
+    }  # fmt: skip
+    for text, expected in cases.items():
+        assert portable.relative_text(text, rules) == expected, text
+
+
+def test_machine_paths_leave_every_part_of_a_notebook():
+    """SVG and JavaScript outputs, output metadata, an error's name and attachment names."""
+    data = "/work/shared/data/tensorflow_datasets"
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell("x = 1")
+    code.outputs = [
+        nbformat.v4.new_output(
+            "display_data",
+            data={
+                "image/svg+xml": f"<svg><!-- {data} --><text>{data}/x</text></svg>",
+                "application/javascript": f"console.log('{data}')",
+                "image/png": "iVBORw0KGgo/usr/lib/x+/AAAA",
+                "text/plain": f"PATH={data}:/opt/x/bin",
+            },
+            metadata={"filenames": [f"{data}/f.svg"]},
+        ),  # fmt: skip
+        nbformat.v4.new_output(
+            "error", ename=f"Error at {data}/a", evalue=f"{data}:1", traceback=[f"File {data}/b.py"]
+        ),  # fmt: skip
+    ]
+    md = nbformat.v4.new_markdown_cell("![x](attachment:pic.png)")
+    md["attachments"] = {f"{data}/pic.png": {"image/png": "iVBOR"}}
+    nb.cells = [code, md]
+    portable.portable_notebook(nb, "/srv/repo")
+    text = json.dumps(nb)
+    assert data not in text and "/opt/x/bin" not in text, text
+    assert "iVBORw0KGgo/usr/lib/x+/AAAA" in text  # base64 images are left alone
+    assert list(nb.cells[1].attachments) == ["…/pic.png"]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from obd.pipeline import io
+from obd.pipeline.outputs import write_manifest
 from obd.study.variants import load_sweeps
 
 
@@ -28,7 +29,10 @@ def test_atomic_writes_are_readable_by_everyone(tmp_path):
 
 
 def _sweep(variant: str, seeds: list[int]) -> pd.DataFrame:
-    return pd.DataFrame({"variant": variant, "seed": seeds, "fraction": 0.0, "accuracy": 0.9})
+    saliency, scope, model = variant.split("-")
+    return pd.DataFrame({"variant": variant, "saliency": saliency, "scope": scope, "model": model,
+                         "include_biases": False, "seed": seeds, "fraction": 0.0,
+                         "pruned_fraction": 0.0, "n_pruned": 0, "accuracy": 0.9, "loss": 0.1})  # fmt: skip
 
 
 def test_loaders_read_only_finished_outputs_and_resume_cleans_temps(tmp_path):
@@ -38,11 +42,11 @@ def test_loaders_read_only_finished_outputs_and_resume_cleans_temps(tmp_path):
     # what a killed writer leaves: a partial temporary file beside its target
     partial = sweeps / ".obd-global-dropout.csv.obd-tmp-k3j_x9q2.csv"
     _sweep("obd-global-dropout", [0]).to_csv(partial, index=False)
+    write_manifest(tmp_path / "reports" / "prune", [sweeps / "obd-global-plain.csv"])
     df = load_sweeps(tmp_path / "results")
     assert set(df.variant) == {"obd-global-plain"} and len(df) == 2
 
     reports = tmp_path / "reports"
-    reports.mkdir()
     io.write_text(reports / "train-plain-seed0.html", "<html></html>")
     (reports / ".prune-x.html.obd-tmp-abcd1234.html").write_text("<html>partial")
     (reports / ".train-plain-seed0.ipynb.obd-tmp-zz9_8x7w.ipynb").write_text("{")
@@ -120,7 +124,7 @@ def test_clean_stale_removes_a_killed_site_build_but_no_user_folder(tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         report.build_site(tmp_path, tmp_path, tmp_path)
     monkeypatch.setattr(site.tempfile, "TemporaryDirectory", real)
-    killed = Path(real(prefix=seen[0], dir=tmp_path).name)  # what a killed build leaves
+    killed = io.mark_build_folder(tempfile.mkdtemp(prefix=seen[0], dir=tmp_path))  # a killed build
     (killed / "src" / "notebooks").mkdir(parents=True)
     (killed / "src" / "notebooks" / "a.ipynb").write_text("{}")
     user = tmp_path / ".my-site-notes"
@@ -148,3 +152,16 @@ def test_lock_makes_a_second_run_wait(tmp_path):
     assert second.returncode == 0
     assert f"another run is in progress in this checkout (pid {first.pid}" in second.stderr
     assert log.read_text().split() == ["first-start", "first-end", "second"]
+
+
+def test_clean_stale_keeps_a_users_folder_named_like_a_temporary_one(tmp_path):
+    """A folder is removed only when this project made it (its build marker): a user's hidden
+    folder whose name carries the marker pattern is kept, with its files."""
+    user = tmp_path / ".site.obd-tmp-20240101"
+    (user / "notes").mkdir(parents=True)
+    (user / "notes" / "n.md").write_text("mine")
+    other = tmp_path / ".backup.obd-tmp-abcd1234.d"
+    other.mkdir()
+    assert io.is_temp(user) and io.is_temp(other)  # the name alone does not decide
+    assert io.clean_stale([tmp_path]) == []
+    assert (user / "notes" / "n.md").read_text() == "mine" and other.is_dir()

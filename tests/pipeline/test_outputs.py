@@ -122,3 +122,24 @@ def test_manifests_without_base_are_read_from_the_working_directory(tmp_path, mo
 def test_stale_reasons_rejects_non_reports(tmp_path):
     with pytest.raises(ValueError, match="report .html"):
         outputs.stale_reasons(tmp_path / "a.ipynb")
+
+
+def test_a_symlinked_results_folder_is_recorded_as_the_pipeline_reads_it(tmp_path):
+    """``results -> v1`` re-pointed to ``v2``: the files behind the link changed, so the run
+    that wrote ``results/x.csv`` is stale (the record names the link, not its old target)."""
+    for name, text in (("v1", "a\n1\n"), ("v2", "a\n2\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.csv").write_text(text)
+    (tmp_path / "results").symlink_to("v1")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    outputs.write_manifest(reports / "r", [tmp_path / "results" / "x.csv"])
+    (reports / "r.html").write_text("done")
+    record = json.loads((reports / "r.outputs.json").read_text())
+    assert list(record["outputs"]) == ["../results/x.csv"]
+    assert outputs.stale_reasons(reports / "r.html") == []
+    (tmp_path / "results").unlink()
+    (tmp_path / "results").symlink_to("v2")
+    assert outputs.stale_reasons(reports / "r.html") == [
+        f"{outputs._shown(tmp_path / 'results' / 'x.csv')} changed since this run wrote it"
+    ]

@@ -172,10 +172,11 @@ def test_runner_end_to_end_paths_errors_first_and_no_kernel_for_bad_parameters(t
     executed = nbformat.reads(executed, as_version=4)
     meta = executed.metadata["papermill"]
     assert (meta["input_path"], meta["output_path"]) == ("nbs/nb.ipynb", "reports/ok.ipynb")
-    # while the kernel ran, the executed copy was a marked temporary file, now gone
-    (temp,) = ast.literal_eval(executed.cells[-1].outputs[0]["text"])
-    assert temp.startswith(".ok.ipynb.obd-tmp-") and io.is_temp(temp)
-    assert not (tmp_path / "reports" / temp).exists()
+    # while the kernel ran, the executed copy (and the HTML to come) were marked temporary
+    # files, now gone
+    temps = ast.literal_eval(executed.cells[-1].outputs[0]["text"])
+    assert [t.split(".obd-tmp-")[0] for t in temps] == [".ok.html", ".ok.ipynb"]
+    assert all(io.is_temp(t) and not (tmp_path / "reports" / t).exists() for t in temps)
 
     bad = _run(str(nb), "reports/bad", "-p", "steps", "2.5", cwd=tmp_path)
     assert bad.returncode == 2  # refused before a kernel started: no report, no failed copy
@@ -229,3 +230,84 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+STRINGS = (
+    'out = "../scratch/x.txt"\nname = "note"\nsteps = 10\nfractions = [0.5]\nmodel = "m.npz"\n'
+)
+
+
+@pytest.mark.parametrize(
+    "text", ["runs/run #2.txt", "Note: test", "#1 run", "", "- item", "true", "null", "[a, b]"]
+)
+def test_runner_takes_string_parameters_verbatim(tmp_path, text):
+    nb = _notebook(tmp_path / "nbs", STRINGS, "pass")
+    assert runner.parse_params(nb, [("name", text)]) == {"name": text}
+    out = runner.parse_params(nb, [("out", f"rel/{text}")])["out"]
+    assert out == f"rel/{text}"
+
+
+def test_runner_type_checks_every_parameter_against_its_default(tmp_path):
+    nb = _notebook(tmp_path / "nbs", STRINGS, "pass")
+    with pytest.raises(ValueError, match="parameter name must be a string"):
+        runner.check_parameters(nb, {"name": {"Note": "test"}})
+    with pytest.raises(ValueError, match="parameter fractions must be a list"):
+        runner.check_parameters(nb, runner.parse_params(nb, [("fractions", "0.5")]))
+    with pytest.raises(ValueError, match="parameter model must be a path or a list of paths"):
+        runner.check_parameters(nb, {"model": 3})
+    # the study's input paths take a list of files
+    got = runner.parse_params(nb, [("model", "[a.npz, b.npz]"), ("steps", "010")])
+    assert got == {"model": ["a.npz", "b.npz"], "steps": 10}
+
+
+def test_runner_expands_the_home_folder_in_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    nb = _notebook(tmp_path / "nbs", STRINGS, "pass")
+    got = runner.parse_params(nb, [("out", "~/x.txt"), ("name", "~/x")])
+    assert got == {"out": str(tmp_path / "home" / "x.txt"), "name": "~/x"}  # name: not a path
+    checked = runner.check_parameters(nb, got, cwd=tmp_path / "nbs")
+    assert (tmp_path / "nbs" / checked["out"]).resolve() == (tmp_path / "home" / "x.txt").resolve()
+    assert not (tmp_path / "nbs" / "~").exists()
+
+
+def test_runner_end_to_end_string_values_reach_the_kernel_verbatim(tmp_path):
+    body = "from pathlib import Path\nPath(out).write_text(repr(name))"
+    _notebook(tmp_path / "nbs", STRINGS, body)
+    done = _run("nbs/nb.ipynb", "reports/s", "-p", "out", "runs/run #2.txt", "-p", "name",
+                "Note: test", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "runs" / "run #2.txt").read_text() == "'Note: test'"
+    assert not (tmp_path / "runs" / "run").exists()
+
+
+def test_runner_full_disk_keeps_the_previous_report_and_says_so(tmp_path, monkeypatch, capsys):
+    import errno
+
+    nb = _notebook(tmp_path / "nbs", STRINGS, "print('hello')")
+    report = tmp_path / "reports" / "r"
+    assert runner.main([str(nb), str(report), "--quiet"]) == 0
+    before = {s: report.with_name("r" + s).read_bytes() for s in (".ipynb", ".html")}
+    capsys.readouterr()
+    nb2 = _notebook(tmp_path / "nbs", STRINGS, "print('changed')")
+    real = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if ".html" in self.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    assert runner.main([str(nb2), str(report), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "no space left on the device" in err and "previous report" in err
+    assert "failed.ipynb" not in err and "kernel's last messages" not in err
+    assert {s: report.with_name("r" + s).read_bytes() for s in before} == before
+    assert sorted(p.name for p in report.parent.iterdir()) == ["r.html", "r.ipynb"]
+
+
+def test_runner_refuses_two_outputs_naming_the_same_file(tmp_path):
+    nb = _notebook(tmp_path / "nbs", 'out = "a.csv"\nout_mask = "b.csv"\n', "pass")
+    with pytest.raises(ValueError, match="out_mask and out name the same file"):
+        runner.check_parameters(nb, {"out": "x/s.csv", "out_mask": "x/s.csv"}, cwd=tmp_path)
+    with pytest.raises(ValueError, match="name the same file"):
+        runner.check_parameters(nb, {"out_mask": "a.csv"}, cwd=tmp_path / "nbs")  # the default's

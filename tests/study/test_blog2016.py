@@ -294,7 +294,7 @@ def test_bad_data_is_refused_by_every_replay_entry_point():
     nan[2, 3] = np.nan
     cases = [
         (nan, y, "non-finite"),
-        (x * 255, y, r"expected MNIST pixels in \[0, 1\] \(divide by 255\)"),
+        (x * 255, y, r"expected MNIST pixels in \[0, 1\] \(0-255 pixels\? divide by 255\)"),
         ((x * 255).astype(np.uint8), y, "floating point"),
         (x, np.array([0, 1, 2, -1]), r"labels must be in \[0, 2\]"),
     ]
@@ -340,3 +340,50 @@ def test_all_layer_obd_replay_equals_the_log_from_1_to_30_percent(tutorial):
     )  # fmt: skip
     assert [round(r.accuracy, 4) for r in records] == [a for _, a in log]
     assert all(r.nan_saliency for r in records)  # every level was ranked by an all-NaN vector
+
+
+def _log(kept: list[int]) -> str:
+    return "".join(f"Variables Perecent: {k}, Test accuracy: 0.9{k % 10}\n" for k in kept)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (_log(list(range(100, 81, -1))), "is truncated: it logs from 100% down to 81%"),
+        (_log(list(range(100, 80, -1)))[:-12], "ends mid-line"),
+        (_log([100, 99, 99, *range(98, 80, -1)]), "level 99% is logged twice"),
+        (_log([100, 98, 99, *range(97, 80, -1)]), "level 99% is out of order"),
+        (_log([190, *range(99, 80, -1)]), "is not a level"),
+        (
+            "Variables Perecent: 100, Test accuracy: 97\n" + _log(list(range(99, 80, -1))),
+            "is not a level",
+        ),  # fmt: skip
+    ],
+)
+def test_read_log_refuses_truncated_repeated_and_impossible_logs(tmp_path, text, why):
+    run = "run_obd_layerwise_prune"
+    (tmp_path / run).mkdir()
+    (tmp_path / run / "results.txt").write_text(_log(list(range(100, 80, -1))))
+    assert len(blog.read_log(run, tmp_path)) == 20  # the whole log: read as before
+    (tmp_path / run / "results.txt").write_text(text)
+    with pytest.raises(ValueError, match=f"{run}/results.txt") as err:
+        blog.read_log(run, tmp_path)
+    assert why in str(err.value)
+
+
+def test_a_checkpoint_without_its_data_file_is_a_value_error(tmp_path):
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        v = tf.compat.v1.Variable(
+            blog.flat_from_params(_random_params(TINY)), name="inference/variables"
+        )
+        saver = tf.compat.v1.train.Saver([v])  # a V2 checkpoint: an index and a data file
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            saver.save(sess, str(tmp_path / "model.ckpt"), write_meta_graph=False)
+    for data in tmp_path.glob("model.ckpt.data-*"):
+        data.write_bytes(b"")  # damaged: emptied
+    with pytest.raises(ValueError, match="damaged TensorFlow checkpoint|not a readable"):
+        blog.load_blog_checkpoint(tmp_path / "model.ckpt", TINY)

@@ -160,7 +160,9 @@ def test_predict_equals_apply_on_lenet5():
 
 
 def test_convnet_checkpoint_whose_meta_is_not_an_object(tmp_path):
-    convnets.save_net(tmp_path / "c.npz", convnets.build("lenet_300_100"), {"arch": "lenet5"})
+    convnets.save_net(
+        tmp_path / "c.npz", convnets.build("lenet_300_100"), {"arch": "lenet_300_100"}
+    )
     with np.load(tmp_path / "c.npz") as f:
         arrays = dict(f)
     for meta in ('["lenet_300_100"]', '{"seed": 0}'):
@@ -173,7 +175,10 @@ def test_convnet_checkpoint_whose_meta_is_not_an_object(tmp_path):
 def test_mnist_entry_points_refuse_pixels_in_0_255(toy_data, toy_net):
     x, y = mnist_like(64)
     raw = np.round(x * 255).astype(np.float32)
-    msg = r"x_train has values in \[0, 255\]; expected MNIST pixels in \[0, 1\] \(divide by 255\)"
+    msg = (
+        r"x_train has \d+ value\(s\) outside \[0, 1\] \(it ranges over \[0.0, 255.0\]\); "
+        r"expected MNIST pixels in \[0, 1\] \(0-255 pixels\? divide by 255\)"
+    )
     with pytest.raises(ValueError, match=msg):
         convnets.train_net("lenet_300_100", raw, y, x, y, steps=2, progress=False)
     with pytest.raises(ValueError, match=msg.replace("x_train", "x")):
@@ -181,10 +186,56 @@ def test_mnist_entry_points_refuse_pixels_in_0_255(toy_data, toy_net):
     negative = x.copy()
     negative[3, 7] = -0.5
     with pytest.raises(
-        ValueError, match=r"x has values in \[-0\.5, [0-9.]+\]; expected MNIST pixels"
+        ValueError,
+        match=r"x has 1 value\(s\) outside \[0, 1\] \(it ranges over \[-0\.5, [0-9.]+\]\)",
     ):
         convnets.inputs("lenet_300_100", negative)
     # general-purpose functions take other ranges (no pixel range is assumed there)
     xt, yt = toy_data[2:]
     table = prune.sweep(toy_net, saliency("magnitude", toy_net), [0.0], xt * 255, yt)
     assert np.isfinite(table["loss"]).all()
+
+
+def _lenet300(seed=0):
+    return convnets.ARCHS["lenet_300_100"](nnx.Rngs(seed))
+
+
+def test_evaluate_refuses_0_255_pixels_bad_batches_and_names_the_range_found():
+    x, y = mnist_like(32)
+    model = _lenet300()
+    with pytest.raises(ValueError, match=r"divide by 255"):
+        convnets.evaluate(model, np.round(x * 255).astype(np.float32), y)
+    for batch in (-5, 0, 2.5, "10", True):
+        with pytest.raises(ValueError, match=r"batch(=-5| must be|=0)"):
+            convnets.evaluate(model, x, y, batch=batch)
+    nudged = x.copy()
+    nudged[0, 0] = np.float32(1.0000001)  # the next float32 above 1
+    with pytest.raises(ValueError, match=r"x has 1 value\(s\) outside \[0, 1\]") as err:
+        convnets.evaluate(model, nudged, y)
+    assert "1.0000001" in str(err.value) and "divide by 255" not in str(err.value)
+    acc, loss = convnets.evaluate(model, x, y, batch=7)  # valid input: a number as before
+    assert 0 <= acc <= 1 and np.isfinite(loss)
+
+
+def test_evaluate_refuses_a_nan_weight_naming_the_tensor():
+    x, y = mnist_like(32)
+    model = _lenet300()
+    k = model.layers[2].kernel
+    k.value = k.value.at[3, 4].set(np.nan)
+    with pytest.raises(ValueError, match=r"parameter params\[1\]\['kernel'\] holds 1 non-finite"):
+        convnets.evaluate(model, x, y)
+
+
+def test_save_net_refuses_a_model_of_another_arch(tmp_path):
+    with pytest.raises(ValueError, match="the model is not a lenet5"):
+        convnets.save_net(tmp_path / "m.npz", _lenet300(), {"arch": "lenet5"})
+    assert not (tmp_path / "m.npz").exists()
+    convnets.save_net(tmp_path / "m.npz", _lenet300(), {"arch": "lenet_300_100"})
+    assert convnets.load_net(tmp_path / "m.npz")[1]["arch"] == "lenet_300_100"
+
+
+def test_train_net_with_a_huge_learning_rate_is_diverged():
+    x, y = mnist_like(64)
+    with pytest.raises(ValueError, match="training diverged"):
+        convnets.train_net("lenet_300_100", x, y, x, y, steps=20, chunk_steps=10,
+                           learning_rate=1e9, progress=False)  # fmt: skip

@@ -111,8 +111,9 @@ def _write(path, content: bytes) -> None:
 
 @pytest.mark.parametrize(
     "damage",
-    ["empty", "truncated", "bitflip", "garbage", "other_arrays", "wrong_count", "bad_labels"],
-)
+    ["empty", "truncated", "bitflip", "garbage", "other_arrays", "wrong_count", "bad_labels",
+     "pixels_0_255", "constant", "one_class"],
+)  # fmt: skip
 def test_damaged_cache_is_named_and_rebuilt(tmp_path, monkeypatch, damage):
     monkeypatch.setenv("OBD_CACHE_DIR", str(tmp_path))
     monkeypatch.setitem(data.SIZES, "test", 50)
@@ -143,6 +144,12 @@ def test_damaged_cache_is_named_and_rebuilt(tmp_path, monkeypatch, damage):
         np.savez(path, x=good[0][:40], y=good[1][:40])
     elif damage == "bad_labels":
         np.savez(path, x=good[0], y=good[1] + 5)
+    elif damage == "pixels_0_255":
+        np.savez(path, x=np.round(good[0] * 255), y=good[1])
+    elif damage == "constant":
+        np.savez(path, x=np.zeros_like(good[0]), y=good[1])
+    elif damage == "one_class":
+        np.savez(path, x=good[0], y=np.zeros_like(good[1]))
     with pytest.warns(UserWarning, match=f"MNIST cache {path}.*rebuilding"):
         x, y = data.load_mnist("test")
     assert calls == ["test"]

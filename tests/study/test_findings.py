@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from obd.pipeline import outputs
 from obd.study import findings
 from obd.study.variants import RESULT_COLUMNS
 
@@ -48,6 +49,13 @@ def _write_sweeps(root, curves: dict) -> None:
             for f in FRACTIONS
         ]
         pd.DataFrame(rows)[RESULT_COLUMNS].to_csv(root / "sweeps" / f"{variant}.csv", index=False)
+    record(root)
+
+
+def record(root) -> None:
+    """What the pipeline leaves: a manifest in ``reports`` beside ``root`` naming the sweeps."""
+    files = list((root / "sweeps").glob("*.csv"))
+    outputs.write_manifest(root.parent / "reports" / f"prune-{root.name}", files)
 
 
 @pytest.fixture
@@ -92,6 +100,7 @@ def test_a_finding_that_no_longer_holds_is_reported(results):
     seed1 = df.seed == 1
     df.loc[seed1, "accuracy"] = [_cliff(0.9)(f) for f in df.loc[seed1, "fraction"]]
     df.to_csv(_write, index=False)
+    record(results)  # as the run that wrote it again would
     found = {f.key: f for f in findings.compute(results)}
     assert found["obd-vs-magnitude"].held is False
     assert found["obd-vs-magnitude"].headline.startswith(
@@ -200,3 +209,73 @@ def test_readme_blocks_are_filled_from_results(results, tmp_path):
     readme.write_text("no markers\n")
     with pytest.raises(ValueError, match="no generated block"):
         findings.fill_readme(readme, results)
+
+
+def test_only_the_sweeps_the_runs_recorded_are_read_and_others_are_named(results):
+    """A copy beside the sweeps (other accuracies, extra seeds) is not merged into the findings:
+    they are the same as without it, and a line names it as ignored."""
+    before = {f.key: (f.text, f.held) for f in findings.compute(results)}
+    copy = pd.read_csv(results / "sweeps" / "obd-global-plain.csv")
+    copy["accuracy"] = 0.1
+    copy = pd.concat([copy, copy.assign(seed=copy.seed + 2)])
+    copy.to_csv(results / "sweeps" / "obd-global-plain-v1.csv", index=False)
+    found, ignored = findings.compute_all(results)
+    assert {f.key: (f.text, f.held) for f in found} == before
+    assert ignored == (
+        "Ignored under results/ (not read): sweeps/obd-global-plain-v1.csv (not written by any "
+        "recorded run)."
+    )
+    findings.write(results)
+    assert (results / "findings.md").read_text().rstrip().endswith(ignored)
+    # a recorded file changed since its run wrote it is not read either, and named
+    path = results / "sweeps" / "magnitude-global-plain.csv"
+    path.write_text(path.read_text().replace("0.97", "0.99"))
+    found, ignored = findings.compute_all(results)
+    assert "magnitude-global-plain.csv (changed since run prune-results wrote it)" in ignored
+    f = {f.key: f for f in found}["obd-vs-magnitude"]
+    assert f.held is None and "changed since run prune-results wrote it" in f.text
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (lambda t: b"", "is empty (0 bytes)"),
+        (lambda t: t.replace(b"obd", b"\xff\xfeobd", 1), "is not UTF-8 text"),
+        (lambda t: t + t, "holds its header again at line"),
+        (lambda t: t[: len(t) // 2], "ends mid-line"),
+        (lambda t: t[: t.index(b"\n", len(t) // 2)] + b",\n", "fields, the header"),
+    ],
+)
+def test_a_damaged_recorded_sweep_is_named_and_never_read(results, damage, why):
+    from obd.study.variants import load_sweeps
+
+    path = results / "sweeps" / "obd-global-plain.csv"
+    path.write_bytes(damage(path.read_bytes()))
+    record(results)  # recorded as it is now: the content itself is refused
+    with pytest.raises(ValueError, match="obd-global-plain.csv") as err:
+        load_sweeps(results)
+    assert why in str(err.value)
+    found, ignored = findings.compute_all(results)  # the other findings are still computed
+    by_key = {f.key: f for f in found}
+    assert by_key["obd-vs-magnitude"].held is None and why in by_key["obd-vs-magnitude"].text
+    assert by_key["global-vs-layerwise"].held is not None or "obd-global" in ignored
+    assert "obd-global-plain.csv" in ignored and why in ignored
+
+
+def test_sweeps_without_any_record_of_a_run_are_not_read(tmp_path):
+    _write_sweeps(tmp_path / "results", {"obd-global-plain": [_cliff(0.6)]})
+    (tmp_path / "reports" / "prune-results.outputs.json").unlink()
+    from obd.study.variants import load_sweeps
+
+    with pytest.raises(ValueError, match="no record of the pipeline's runs in"):
+        load_sweeps(tmp_path / "results")
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff\xfe\x00a,b\n", b"saliency,spearman\nobd,0.9\nmag"])
+def test_a_damaged_analysis_csv_stops_only_its_findings(results, content):
+    (results / "curvature.csv").write_bytes(content)
+    found, ignored = findings.compute_all(results)
+    by_key = {f.key: f for f in found}
+    assert by_key["curvature"].held is None and "curvature.csv (" in by_key["curvature"].text
+    assert by_key["obd-vs-magnitude"].held is True  # the others are still computed
+    assert "curvature.csv" in ignored

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 import pandas as pd
 
-from obd.checks import check_examples
+from obd.checks import check_examples, check_finite_params
 from obd.network import Conv, Dense, Network, as_network, input_check
 from obd.obs.layerwise import ALLOCATIONS, allocate, obs_layer_trace
 from obd.obs.levels import layer_kernels, zero_counts
@@ -73,6 +73,7 @@ def obs_sweep_model(
         raise ValueError(f"unknown allocation {allocation!r}; accepted: {', '.join(ALLOCATIONS)}")
     net, params, _ = as_network(model)
     params = jax.tree.map(jnp.asarray, params)
+    check_finite_params(params)
     classes = int(np.shape(params[-1]["kernel"])[-1])
     for xs, name in ((x_calib, "x_calib"), (x_test, "x_test")):
         try:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from obd.checks import check_examples
+from obd.checks import check_examples, check_finite_params
 from obd.mlp import layer_sizes
 from obd.network import Params
 from obd.obs.blocks import GLOBAL_DAMPING, as_dense, damped_inverses, unit_blocks
@@ -191,6 +191,7 @@ def global_obs_sweep(
     """
     params, activation = as_dense(params, activation)
     sizes = layer_sizes(params)
+    check_finite_params(params)
     fractions = check_fractions(fractions)
     check_damping(damping)
     if not isinstance(update, bool | np.bool_):

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from obd.checks import check_examples, check_float
+from obd.checks import check_examples, check_finite_params, check_float
 from obd.mlp import layer_sizes
 from obd.network import Params, activation_fn
 from obd.obs.greedy import LayerTrace, check_damping, obs_unit_trace, spd_inverse
@@ -223,6 +223,7 @@ def obs_sweep(
     keeps them all (with allocation ``"unit"``, each unit's zeros count toward its own share).
     """
     sizes = layer_sizes(params)
+    check_finite_params(params)
     fractions = check_fractions(fractions)
     if allocation not in ALLOCATIONS:
         raise ValueError(f"unknown allocation {allocation!r}; accepted: {', '.join(ALLOCATIONS)}")

@@ -30,6 +30,19 @@ TEMP_NAME = re.compile(
 )
 
 
+#: The file this project writes first in each temporary build folder it makes
+#: (:func:`mark_build_folder`): :func:`clean_stale` removes only marked folders, never a user's.
+BUILD_MARKER = ".obd-build-folder"
+
+
+def mark_build_folder(folder: str | os.PathLike) -> Path:
+    """Mark ``folder`` (just made by this project, named by :func:`temp_prefix`) as a build
+    folder that :func:`clean_stale` may remove after a killed run."""
+    folder = Path(folder)
+    (folder / BUILD_MARKER).write_text("a temporary build folder of obd.pipeline\n")
+    return folder
+
+
 def temp_prefix(name: str) -> str:
     """The ``tempfile`` prefix of a temporary file for the output named ``name``: ``.NAME.obd-tmp-``
     (``tempfile`` appends 8 random characters and the suffix, matching :data:`TEMP_NAME`)."""
@@ -81,7 +94,7 @@ def _log_write(path: Path) -> None:
     log = os.environ.get(OUTPUT_LOG_ENV)
     if log:
         with open(log, "a", encoding="utf-8") as f:
-            f.write(f"{path.resolve()}\n")
+            f.write(f"{os.path.abspath(path)}\n")  # as named: links not followed
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -143,8 +156,8 @@ def clean_stale(folders: Iterable[str | os.PathLike]) -> list[Path]:
             if p.is_file():
                 p.unlink(missing_ok=True)
                 removed.append(p)
-            elif p.is_dir():  # a build folder of this project's (the report site's)
-                shutil.rmtree(p, ignore_errors=True)
+            elif p.is_dir() and (p / BUILD_MARKER).is_file():  # a build folder of ours (the
+                shutil.rmtree(p, ignore_errors=True)  # site's): marked when it was made
                 removed.append(p)
     return removed
 

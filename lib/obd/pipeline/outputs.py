@@ -49,6 +49,12 @@ def _shown(path: Path) -> str:
         return str(path.resolve())
 
 
+def _absolute(path: str | os.PathLike) -> Path:
+    """``path`` made absolute without following symbolic links: as the pipeline names it, so a
+    re-pointed link (``results -> results-v2``) is read, and checked, through the link."""
+    return Path(os.path.abspath(path))
+
+
 def manifest_path(report: str | os.PathLike) -> Path:
     """``REPORT.outputs.json`` for a report path without extension."""
     report = Path(report)
@@ -58,10 +64,10 @@ def manifest_path(report: str | os.PathLike) -> Path:
 def write_manifest(report: str | os.PathLike, written: list[str | os.PathLike]) -> Path:
     """Record the files in ``written`` (those that exist) with their hashes, beside ``report``."""
     report = Path(report)
-    own = {report.with_name(report.name + s).resolve() for s in (".ipynb", ".html")}
-    files = sorted({Path(p).resolve() for p in written} - own)
+    own = {_absolute(report.with_name(report.name + s)) for s in (".ipynb", ".html")}
+    files = sorted({_absolute(p) for p in written} - own)
     path = manifest_path(report)
-    base = path.parent.resolve()
+    base = _absolute(path.parent)
     entries = {Path(os.path.relpath(p, base)).as_posix(): sha256(p) for p in files if p.is_file()}
     record = {"base": BASE, "outputs": entries}
     write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
@@ -76,8 +82,9 @@ def _recorded(manifest: Path) -> dict[Path, str]:
     entries = record["outputs"]
     if record.get("base", None) not in (BASE, None) or not isinstance(entries, dict):
         raise ValueError(f"not a manifest of this format: base={record.get('base')!r}")
-    base = manifest.parent if record.get("base") == BASE else Path.cwd()
-    return {base / name: str(digest) for name, digest in entries.items()}
+    base = _absolute(manifest.parent if record.get("base") == BASE else Path.cwd())
+    # ``..`` taken lexically, as written: through a linked folder, not from its target
+    return {Path(os.path.normpath(base / name)): str(digest) for name, digest in entries.items()}
 
 
 def stale_reasons(report_html: str | os.PathLike) -> list[str]:

@@ -59,21 +59,42 @@ def remote_assets(text: str) -> list[str]:
 #: What known prefixes become (:func:`path_rules`).
 _LABELS = ("<site-packages>", "<stdlib>", "<python>", "<tmp>")
 
-#: An absolute POSIX path not caught by a known prefix: ``/`` at the start of the text, after a
-#: blank, quote, bracket or tag, or right after an ANSI colour code (IPython's tracebacks), then one or
-#: more names. Not ``a/b``, ``1/2``, ``</td>``, ``https://…``, base64 (``+/``)
-#: nor what a rule already rewrote (``~/x``, ``…/x``, ``<tmp>/x``).
+#: Where a path may start: the start of the text, after a blank, quote, bracket, tag, ``=``,
+#: ``:`` (``PATH=/a/bin:/b/bin``) or ``,``, or after ``file://``; never inside a word, a URL
+#: (``https://host/tmp/x``: the ``/`` follows a name), base64 (``+/``) or what a rule already
+#: rewrote (``~/x``, ``…/x``, ``<tmp>/x``).
+_BOUNDARY = r"(?:(?<=file://)|(?<![\w.:/~<+\\*…@%&?#-])|(?<=[^/:]:)(?!//))"
+
+#: An absolute POSIX path not caught by a known prefix: at a path boundary (:data:`_BOUNDARY`),
+#: or right after an ANSI colour code (IPython's tracebacks), then one or more names. Rewritten
+#: only when it is a path (:func:`_is_path`): ``y = a /b``, ``"ratio /2"`` and
+#: ``<out_dir>/models/<arch>.npz`` are the user's text.
 _ABSOLUTE = re.compile(
-    r"(?:(?P<esc>\x1b\[[0-9;]*m)|(?<![\w.:/~<+\\*…-])"
+    r"(?:(?P<esc>\x1b\[[0-9;]*m)|"
+    + _BOUNDARY
     + "".join(f"(?<!{re.escape(label)})" for label in _LABELS)
     + r")(?P<path>(?:file://)?/(?:[\w.@+-]+/)*[\w.@+-]*[\w@+-])"
 )
 
 
+_ANSI = re.compile(r"(\x1b\[[0-9;]*m)")
+
+
+def _is_path(path: str) -> bool:
+    """Whether ``/name...`` is a path to hide: it has two names or more (``/data/mnist``), or one
+    that exists on this machine (``/opt``). A single name that does not exist (``/b``, ``/2``)
+    is the user's text: a division, a ratio, a placeholder's tail."""
+    path = path.removeprefix("file://")
+    return len(path.strip("/").split("/")) >= 2 or os.path.lexists(path)
+
+
 def _prefix_pattern(prefix: str) -> re.Pattern[str]:
-    """``prefix`` as a whole path: followed by ``/`` or by what ends a path (a blank, a quote,
-    a full stop that ends a sentence, the end of the text)."""
-    return re.compile(re.escape(prefix.rstrip("/")) + r"(?P<sep>/|(?![\w@+-]|\.[\w@+-]))")
+    """``prefix`` as a whole path starting at a path boundary (:data:`_BOUNDARY`: not inside a
+    URL or a word) and followed by ``/`` or by what ends a path (a blank, a quote, a full stop
+    that ends a sentence, the end of the text)."""
+    return re.compile(
+        _BOUNDARY + re.escape(prefix.rstrip("/")) + r"(?P<sep>/|(?![\w@+-]|\.[\w@+-]))"
+    )
 
 
 def _variants(path: str | os.PathLike) -> list[str]:
@@ -113,6 +134,9 @@ def relative_text(text: str, rules: list[tuple[re.Pattern[str], str]]) -> str:
     """``text`` with every absolute path rewritten (see the module's docstring)."""
     if "/" not in text:
         return text
+    if "\x1b[" in text:  # ANSI colour codes (IPython's tracebacks) bound paths: each part alone
+        parts = _ANSI.split(text)
+        return "".join(p if i % 2 else relative_text(p, rules) for i, p in enumerate(parts))
     for pattern, label in rules:
 
         def sub(m: re.Match[str], label: str = label) -> str:
@@ -123,6 +147,8 @@ def relative_text(text: str, rules: list[tuple[re.Pattern[str], str]]) -> str:
         text = pattern.sub(sub, text)
 
     def elide(m: re.Match[str]) -> str:
+        if not _is_path(m.group("path")):
+            return m.group(0)
         name = m.group("path").rstrip("/").rsplit("/", 1)[-1]
         return (m.group("esc") or "") + ("…/" + name if name else "…")
 
@@ -143,10 +169,33 @@ def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
 
 
 def _text_mimes(data: dict) -> Iterable[str]:
-    """The textual outputs of a display (``text/*`` less SVG, and JSON); images are left alone."""
-    return [
-        m for m in data if (m.startswith("text/") and m != "text/svg+xml") or m.endswith("json")
-    ]
+    """The textual outputs of a display: every one but base64 binaries (PNG, JPEG, PDF, ...);
+    SVG, JavaScript, HTML, JSON and plain text are text."""
+    return [m for m in data if not _binary_mime(m)]
+
+
+def _binary_mime(mime: str) -> bool:
+    """Whether a display's ``mime`` holds base64-encoded bytes (left alone)."""
+    if mime == "image/svg+xml" or mime.endswith(("+xml", "+json", "json", "javascript")):
+        return False
+    return mime.startswith(("image/", "audio/", "video/", "font/")) or mime in (
+        "application/pdf",
+        "application/octet-stream",
+        "application/zip",
+    )
+
+
+def _fix_attachments(cell: Any, fix: Callable[[str], str]) -> None:
+    """A markdown cell's attachments: names rewritten, textual ones' contents too."""
+    attachments = cell.get("attachments")
+    if not attachments:
+        return
+    fixed = {}
+    for name, data in attachments.items():
+        for mime in _text_mimes(data):
+            data[mime] = _map_strings(data[mime], fix)
+        fixed[fix(name)] = data
+    cell["attachments"] = type(attachments)(fixed)
 
 
 def portable_notebook(
@@ -167,13 +216,11 @@ def portable_notebook(
     for cell in nb.cells:
         cell.source = fix(cell.source)
         _map_strings(cell.get("metadata", {}), fix)
+        _fix_attachments(cell, fix)
         for out in cell.get("outputs", []):
-            kind = out.get("output_type")
-            if kind == "stream":
-                out["text"] = fix(out["text"])
-            elif kind == "error":
-                out["evalue"] = fix(out.get("evalue", ""))
-                out["traceback"] = [fix(line) for line in out.get("traceback", [])]
+            for key in ("text", "ename", "evalue", "traceback", "metadata"):
+                if key in out:
+                    out[key] = _map_strings(out[key], fix)
             if "data" in out:
                 for mime in _text_mimes(out["data"]):
                     out["data"][mime] = _map_strings(out["data"][mime], fix)

@@ -19,7 +19,8 @@ The table (``runs:``, a list of rows; each row one run, or one per combination o
     params_after: {obs: "{...}"}
     upstream: ["train-{model}-seed*"]     # runs it reads (a name may hold * ? [...]), or
                                           #   {for_each: ..., item: NAME}; listed first, started first
-    needs_file: PATH                      # missing: the run is left out of its downstream runs
+    needs_file: PATH or [PATH, ...]       # one missing: the run is left out of its downstream
+                                          # runs, with one line naming the missing files
     outputs: [PATH, ...]                  # what it writes (for ``--list``; no effect on rules)
     figures:                              # the figures it draws, for the report (no effect on
       fig1_name: {title: ..., caption: ..., short: ..., seeds: ...}   #   rules; see figures())
@@ -99,7 +100,7 @@ class Run:
     target: str
     args: str
     upstream: list[str] = field(default_factory=list)
-    needs_file: str | None = None
+    needs_file: str | list[str] | None = None
     outputs: list[str] = field(default_factory=list)
 
 
@@ -435,6 +436,17 @@ def _names_in(value: Any) -> Iterator[str]:
             yield from (n.id for n in ast.walk(tree) if isinstance(n, ast.Name))
 
 
+def needed_files(run: Run) -> list[str]:
+    """The files ``run`` needs (its ``needs_file``: one path or a list)."""
+    needs = run.needs_file
+    return [] if not needs else [str(n) for n in (needs if isinstance(needs, list) else [needs])]
+
+
+def missing_files(run: Run, exists: Any = os.path.exists) -> list[str]:
+    """The files ``run`` needs that are not there (empty: it runs)."""
+    return [f for f in needed_files(run) if not exists(f)]
+
+
 def expand_runs(
     table: Any,
     profile: Profile,
@@ -506,7 +518,7 @@ def expand_runs(
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ValueError(f"runs declared twice: {', '.join(twice)}")
-    left_out = {r.name for r in runs if r.needs_file and not exists(r.needs_file)}
+    left_out = {r.name for r in runs if missing_files(r, exists)}
     for run, upstream, scope in pending:
         if not isinstance(upstream, list):
             raise ValueError(f"run {run.name}: upstream must be a list, got {upstream!r}")
@@ -664,6 +676,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"obd.pipeline.rules: {e}", file=sys.stderr)
         return 2
+    for r in runs:
+        missing = missing_files(r)
+        if missing:
+            print(f"skipping {r.name}: missing {', '.join(missing)}", file=sys.stderr)
     if a.list:
         for r in runs:
             print(f"{r.name}\t{r.target}\tupstream: {', '.join(r.upstream) or '-'}")

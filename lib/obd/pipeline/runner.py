@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from obd.pipeline.io import atomic_path, check_writable, file_mode, write_text
+from obd.pipeline.io import atomic_path, check_writable, file_mode
 from obd.pipeline.portable import offline_html, portable_notebook
 
 if TYPE_CHECKING:
@@ -88,6 +88,39 @@ def parse_value(text: str) -> Any:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
     except (yaml.YAMLError, ValueError) as err:
         raise ValueError(f"cannot parse {text!r} as a value (YAML): {err}") from None
+
+
+def parse_params(
+    notebook: str | os.PathLike, pairs: list[tuple[str, str]] | list[list[str]]
+) -> dict[str, Any]:
+    """The ``-p NAME TEXT`` pairs of a command line as values for ``notebook``: a parameter whose
+    default is a string takes ``TEXT`` verbatim (``"run #2.txt"``, ``"Note: test"``, ``""``,
+    ``"- item"`` and ``"true"`` stay those strings); any other is read by :func:`parse_value`
+    and type-checked against its default by :func:`check_parameters`. The input paths
+    ``model*`` also take a list of paths, ``[a.npz, b.npz]``. A path starting with ``~`` has the
+    home folder expanded (as the shell would unquoted)."""
+    defaults = notebook_defaults(notebook) if Path(notebook).is_file() else {}
+    out: dict[str, Any] = {}
+    for name, text in pairs:
+        listed = name.startswith("model") and text.strip()[:1] == "[" and text.strip()[-1:] == "]"
+        if isinstance(defaults.get(name, ...), str) and not listed:
+            value: Any = text
+        else:
+            value = parse_value(text)
+        out[name] = _expand_home(value) if is_path_param(name) else value
+    return out
+
+
+def _expand_home(value: Any) -> Any:
+    """``~/x`` and ``~user/x`` (strings, or items of a list) with the home folder expanded."""
+    if isinstance(value, str) and value.startswith("~"):
+        expanded = os.path.expanduser(value)
+        if expanded.startswith("~"):
+            raise ValueError(f"cannot expand {value!r}: no such user's home folder")
+        return expanded
+    if isinstance(value, list):
+        return [_expand_home(v) for v in value]
+    return value
 
 
 def is_path_param(name: str) -> bool:
@@ -248,8 +281,22 @@ def check_parameters(
         elif isinstance(default, float):
             ok = isinstance(value, int | float) and not isinstance(value, bool)
             want = "a number"
+        elif isinstance(default, str) and name.startswith("model"):
+            ok = isinstance(value, str) or (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)
+            )
+            want = "a path or a list of paths"
+        elif isinstance(default, str):
+            ok, want = isinstance(value, str), "a string"
+        elif isinstance(default, list) and is_path_param(name):
+            ok = isinstance(value, list | str) and all(
+                isinstance(v, str) for v in (value if isinstance(value, list) else [value])
+            )
+            want = "a path or a list of paths"
+        elif isinstance(default, list):
+            ok, want = isinstance(value, list), "a list"
         else:
-            continue  # strings, lists and None defaults: the notebook checks them
+            continue  # None and non-literal defaults: the notebook checks them
         if not ok:
             raise ValueError(
                 f"parameter {name} must be {want} (like its default {default!r}), got {value!r} "
@@ -257,6 +304,21 @@ def check_parameters(
             )
     resolved = {k: _resolve(v, Path(cwd)) if is_path_param(k) else v for k, v in parameters.items()}
     outputs = {**{k: v for k, v in defaults.items() if is_output_param(k)}, **resolved}
+    files: dict[Path, str] = {}
+    for name, value in outputs.items():
+        if (
+            is_output_param(name)
+            and not is_output_folder(name)
+            and isinstance(value, str)
+            and value
+        ):
+            path = Path(os.path.abspath(notebook.parent / value))
+            if path in files:
+                raise ValueError(
+                    f"{name} and {files[path]} name the same file {value!r}: each output "
+                    "parameter must name its own file"
+                )
+            files[path] = name
     for name, value in outputs.items():
         if not is_output_param(name) or not isinstance(value, str) or not value:
             continue
@@ -307,7 +369,9 @@ def run_notebook(
     ipynb, html, failed = (
         report.with_name(report.name + s) for s in (".ipynb", ".html", ".failed.ipynb")
     )
-    with atomic_path(ipynb) as tmp:
+    # Both files are written to temporary files first, the HTML rendered before either replaces
+    # the previous report: a failure (a full disk) leaves the previous report as it was.
+    with atomic_path(html) as html_tmp, atomic_path(ipynb) as tmp:
         try:
             pm.execute_notebook(
                 str(notebook),
@@ -325,9 +389,9 @@ def run_notebook(
             os.replace(tmp, failed)
             raise
         nb = _portable(tmp, notebook, ipynb)
-        body = offline_html(nb, report.name)
+        html_tmp.write_text(offline_html(nb, report.name), encoding="utf-8")
+    # the .ipynb is renamed into place first, then the .html (the mark of a finished run)
     failed.unlink(missing_ok=True)
-    write_text(html, body)
     return html
 
 
@@ -362,6 +426,34 @@ def _one_line(err: BaseException) -> str:
     return f"{ename}: {evalue}" if evalue else ename
 
 
+def _cell_error() -> type:
+    import papermill as pm
+
+    return pm.PapermillExecutionError
+
+
+def _kernel_died(err: BaseException) -> bool:
+    """Whether ``err`` says the kernel process died (its stderr then tells why)."""
+    from nbclient.exceptions import DeadKernelError
+
+    return isinstance(err, DeadKernelError)
+
+
+def _failure(err: BaseException, report: str) -> str:
+    """What went wrong, on one line: a full disk and other OS errors name the report's folder and
+    say that the previous report (if any) is unchanged."""
+    if isinstance(err, OSError) and not isinstance(err, _cell_error()):
+        import errno
+
+        where = err.filename or str(Path(report).parent or ".")
+        what = "no space left on the device" if err.errno == errno.ENOSPC else err.strerror
+        return (
+            f"{what or _one_line(err)} writing the report {report}.ipynb/.html (in {where}); "
+            "nothing was written: the previous report, if any, is unchanged"
+        )
+    return _one_line(err)
+
+
 @contextlib.contextmanager
 def _kernel_stderr() -> Iterator[list[str]]:
     """Keep the kernel's own stderr (ZMQ and logging warnings, the kernel's noise) off the
@@ -387,9 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     args = _parse(argv)
     try:
-        params = {name: parse_value(value) for name, value in args.p}
         if not Path(args.notebook).is_file():
             raise ValueError(f"notebook {args.notebook!r} does not exist")
+        params = parse_params(args.notebook, args.p)
         params = check_parameters(args.notebook, params, report=args.report)
         check_writable(args.report + ".html", name="report")
     except ValueError as err:
@@ -410,13 +502,13 @@ def main(argv: list[str] | None = None) -> int:
                 args.notebook, args.report, params, log_output=not args.quiet, checked=True
             )
     except Exception as err:  # the error first, on one line; the traceback is in the failed copy
+        print(f"✗ {args.notebook}: {_failure(err, args.report)}", file=sys.stderr)
         cell = getattr(err, "exec_count", None)
         where = f"cell [{cell}]; " if cell is not None else ""
-        print(f"✗ {args.notebook}: {_one_line(err)}", file=sys.stderr)
-        print(f"  ({where}the executed notebook: {args.report}.failed.ipynb)", file=sys.stderr)
-        if (
-            cell is None and kernel_log and kernel_log[-1]
-        ):  # not a cell's error (a dead kernel): its last words
+        failed = Path(args.report + ".failed.ipynb")
+        if failed.is_file() and isinstance(err, _cell_error()):
+            print(f"  ({where}the executed notebook: {failed})", file=sys.stderr)
+        if _kernel_died(err) and kernel_log and kernel_log[-1]:  # a dead kernel's last words
             print("  the kernel's last messages:\n" + kernel_log[-1], file=sys.stderr)
         return 1
     print(f"✓ {args.report}.html in {time.perf_counter() - start:.1f} s", flush=True)

@@ -40,7 +40,7 @@ import nbformat
 import pandas as pd
 
 from obd.pipeline import api_docs
-from obd.pipeline.io import temp_prefix, write_text
+from obd.pipeline.io import mark_build_folder, temp_prefix, write_text
 from obd.pipeline.portable import REMOTE_ASSET, path_rules, relative_text, remote_assets
 
 
@@ -488,6 +488,7 @@ def build_site(
     notebooks.sort(key=lambda p: (order.get(_group(p.stem, groups), len(order)), p.stem))
     prov = provenance(reports, packages)
     with tempfile.TemporaryDirectory(prefix=temp_prefix("site"), dir=reports) as tmp:
+        mark_build_folder(tmp)
         src = Path(tmp, "src")
         (src / "notebooks").mkdir(parents=True)
         (src / "figures").mkdir()

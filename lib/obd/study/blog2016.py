@@ -103,6 +103,16 @@ RUNS: dict[str, BlogRun] = {
 }
 
 
+#: The last level each of the blog's scripts logs (``Variables Perecent``): the ``_2`` scripts
+#: prune down to 30% of the weights, the others to 81%.
+FINAL_PERCENT = {
+    "MagnitudeBased.py": 81,
+    "MagnitudeBased_2.py": 81,
+    "OptimalBrainDamage.py": 81,
+    "OptimalBrainDamage_2.py": 30,
+}
+
+
 def blog_dir() -> Path:
     """The folder of the blog's files: ``$OBD_BLOG2016_DIR``, else ``../shared/data/blog2016``
     relative to the repository root. It may not exist; see :func:`blog_available`."""
@@ -144,15 +154,39 @@ def read_log(run: str, root: str | os.PathLike | None = None) -> list[tuple[int,
     """``(percent_pruned, test_accuracy)`` per line of the run's ``results.txt``, in logged order.
 
     Each line reads ``Variables Perecent: R, Test accuracy: A`` (sic); ``percent_pruned = 100 - R``.
+    ``ValueError`` naming the file for a line of another form, ``R`` outside [0, 100] or ``A``
+    outside [0, 1], a level logged twice or out of order (``R`` falls from 100), and a truncated
+    log: one cut mid-line, or ending before the last level its script logs (:data:`FINAL_PERCENT`).
     """
-    rows = []
-    for line in (_run_dir(run, root) / "results.txt").read_text().splitlines():
+    path = _run_dir(run, root) / "results.txt"
+    text = path.read_text()
+    where = f"{run}/results.txt"
+    if text.strip() and not text.endswith("\n"):
+        raise ValueError(f"{where} ends mid-line: the log is truncated")
+    rows: list[tuple[int, float]] = []
+    for line in text.splitlines():
         if not line.strip():
             continue
         m = re.fullmatch(r"Variables Perecent: (\d+), Test accuracy: ([0-9.]+)", line.strip())
         if m is None:
-            raise ValueError(f"unexpected line in {run}/results.txt: {line!r}")
-        rows.append((100 - int(m.group(1)), float(m.group(2))))
+            raise ValueError(f"unexpected line in {where}: {line!r}")
+        kept, acc = int(m.group(1)), float(m.group(2))
+        if not (0 <= kept <= 100 and 0 <= acc <= 1):
+            raise ValueError(
+                f"{where}: {line.strip()!r} is not a level (variables percent in [0, 100], "
+                "test accuracy in [0, 1])"
+            )
+        if rows and 100 - kept <= rows[-1][0]:
+            what = "logged twice" if 100 - kept == rows[-1][0] else "out of order"
+            raise ValueError(f"{where}: level {kept}% is {what} (the script logs each once)")
+        rows.append((100 - kept, acc))
+    final = FINAL_PERCENT[RUNS[run].script]
+    if not rows or rows[0][0] != 0 or 100 - rows[-1][0] != final:
+        last = f"{100 - rows[-1][0]}%" if rows else "nothing"
+        raise ValueError(
+            f"{where} is truncated: it logs from 100% down to {final}% of the variables, "
+            f"this file down to {last}"
+        )
     return rows
 
 
@@ -263,8 +297,14 @@ def load_blog_checkpoint(path: str | os.PathLike, sizes: tuple[int, ...] = SIZES
             f"{str(path)!r} is not a readable TensorFlow checkpoint "
             f"({type(err).__name__}); pass a run folder or its model.ckpt-N file"
         ) from None
-    names = reader.get_variable_to_shape_map()
-    tensors = {n: reader.get_tensor(n) for n in names if n.startswith("inference/")}
+    try:
+        names = reader.get_variable_to_shape_map()
+        tensors = {n: reader.get_tensor(n) for n in names if n.startswith("inference/")}
+    except Exception as err:  # a damaged data file: TensorFlow's NotFoundError, DataLossError
+        raise ValueError(
+            f"{str(path)!r} is a damaged TensorFlow checkpoint: its tensors cannot be read "
+            f"({type(err).__name__}); fetch the run folder again"
+        ) from None
     params = params_from_tensors(tensors, sizes)
     check_finite_tensors(
         {f"layer{i}/{k}": v for i, layer in enumerate(params) for k, v in layer.items()},

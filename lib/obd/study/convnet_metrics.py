@@ -36,6 +36,7 @@ import pandas as pd
 from scipy import stats
 
 from obd.pipeline.io import finished
+from obd.study.records import read_csv
 
 #: network key: display name
 ARCHS: dict[str, str] = {"lenet_300_100": "LeNet-300-100", "lenet5": "LeNet-5"}
@@ -80,7 +81,7 @@ def read_kind(results_dir: str | os.PathLike, kind: str) -> pd.DataFrame:
     if kind not in COLUMNS:
         raise ValueError(f"unknown kind {kind!r}; accepted: {', '.join(COLUMNS)}")
     files = finished(Path(results_dir, "convnets").glob(f"*-seed*-{kind}.csv"))
-    tables = [check_columns(pd.read_csv(f), kind, str(f)) for f in files]
+    tables = [check_columns(read_csv(f), kind, str(f)) for f in files]
     tables = [t for t in tables if not t.empty]
     if not tables:
         return pd.DataFrame(columns=list(COLUMNS[kind]))

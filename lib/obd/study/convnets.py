@@ -35,6 +35,7 @@ from obd.batches import batch_indices
 from obd.checks import (
     check_converging,
     check_examples,
+    check_finite_params,
     check_finite_tensors,
     check_float,
     check_number,
@@ -45,6 +46,9 @@ from obd.network import Network, as_network, input_check, with_params
 from obd.retrain import _evaluate_net
 from obd.study import architectures
 from obd.study.model import _META_KEY, write_checkpoint
+
+#: A mean training loss this many times chance level (``log(classes)``) means training diverged.
+DIVERGED = 100
 
 #: Architecture name -> constructor taking ``nnx.Rngs``.
 ARCHS: dict[str, Callable[[nnx.Rngs], nnx.Sequential]] = {
@@ -113,10 +117,16 @@ def _chunk_fn(net: Network, opt: optax.GradientTransformation, x, y):
 
 
 def evaluate(model: nnx.Module, x: Any, y: Any, batch: int = 2_000) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy of ``model`` on ``(x, y)``, in batches of ``batch``."""
+    """Accuracy and mean cross-entropy of ``model`` on ``(x, y)``, in batches of ``batch``.
+
+    ``ValueError`` for a ``batch`` that is not a positive integer, non-finite parameters (the
+    tensor is named), ``x`` outside ``[0, 1]`` (MNIST pixels; 0-255 ones must be divided by 255)
+    or a non-finite result."""
+    batch = check_number("batch", batch, lo=1, integer=True)
     net, params, _ = as_network(model)
+    check_finite_params(params)
     input_check(net, params, x)
-    check_examples(x, y, num_classes=int(np.shape(params[-1]["kernel"])[-1]))
+    check_examples(x, y, num_classes=int(np.shape(params[-1]["kernel"])[-1]), pixels=True)
     x, y = np.asarray(x), np.asarray(y)
     acc = ce = 0.0
     for s in range(0, len(x), batch):
@@ -125,6 +135,8 @@ def evaluate(model: nnx.Module, x: Any, y: Any, batch: int = 2_000) -> tuple[flo
         )
         acc += float(a) * len(x[s : s + batch])
         ce += float(c) * len(x[s : s + batch])
+    if not (np.isfinite(acc) and np.isfinite(ce)):
+        raise ValueError(f"evaluate: the loss is not finite ({ce / len(x)!r}); not a result")
     return acc / len(x), ce / len(x)
 
 
@@ -175,6 +187,12 @@ def train_net(
         stop = min(start + chunk_steps, steps)
         params, state, train_loss, first_bad = run(params, state, idx[start:stop])
         check_converging(train_loss, first_bad, start)
+        if float(train_loss) > DIVERGED * np.log(classes):
+            raise ValueError(
+                f"training diverged: the mean training loss is {float(train_loss):.3g} at step "
+                f"{stop}, over {DIVERGED}x chance level (log {classes} = {np.log(classes):.2f}); "
+                "stopped there and returned nothing. Lower learning_rate."
+            )
         model = with_params(model, restore(params))
         acc, ce = evaluate(model, x_te, y_test)
         rows.append((stop, stop * batch_size / len(x_tr), float(train_loss), ce, acc))
@@ -190,7 +208,16 @@ def save_net(path: str | os.PathLike, model: nnx.Module, meta: dict[str, Any]) -
     if not isinstance(meta, dict) or "arch" not in meta:
         raise ValueError("meta must be a dict naming the model's 'arch'")
     check_arch(meta["arch"])
-    write_checkpoint(path, as_network(model)[1], meta)
+    params = as_network(model)[1]
+    want = as_network(build(meta["arch"], 0))[1]
+    got_shapes = [{k: tuple(np.shape(v)) for k, v in p.items()} for p in params]
+    want_shapes = [{k: tuple(v.shape) for k, v in p.items()} for p in want]
+    if got_shapes != want_shapes:
+        raise ValueError(
+            f"the model is not a {meta['arch']}: its parameters have shapes {got_shapes}, a "
+            f"{meta['arch']} has {want_shapes}; pass the arch the model was built as"
+        )
+    write_checkpoint(path, params, meta)
 
 
 def load_net(path: str | os.PathLike) -> tuple[nnx.Sequential, dict[str, Any]]:

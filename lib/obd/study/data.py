@@ -140,7 +140,8 @@ def _from_tfds(split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray
 
 def check_split(split: str, x: np.ndarray, y: np.ndarray) -> None:
     """``ValueError`` unless ``(x, y)`` is the MNIST ``split``: x float32 ``[N, 784]``, y int32
-    ``[N]`` in ``[0, 9]``, ``N`` its number of examples (pixel values are not scanned)."""
+    ``[N]`` in ``[0, 9]`` holding every class, ``N`` its number of examples, pixels in ``[0, 1]``
+    and not all equal (one pass for the range)."""
     n = SIZES[split]
     if x.dtype != np.float32 or x.shape != (n, PIXELS):
         raise ValueError(f"x is {x.dtype}{list(x.shape)}, not float32[{n}, {PIXELS}]")
@@ -148,6 +149,15 @@ def check_split(split: str, x: np.ndarray, y: np.ndarray) -> None:
         raise ValueError(f"y is {y.dtype}{list(y.shape)}, not int32[{n}]")
     if y.min() < 0 or y.max() >= CLASSES:
         raise ValueError(f"y holds labels in [{y.min()}, {y.max()}], not in [0, {CLASSES - 1}]")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"x holds pixels in [{lo:g}, {hi:g}], not in [0, 1] (0-255 pixels?)")
+    if lo == hi or len(np.unique(y)) != CLASSES:
+        raise ValueError(
+            f"x is constant ({lo:g}) or y lacks a class: not MNIST {split}"
+            if lo == hi
+            else f"y holds {len(np.unique(y))} classes, not {CLASSES}: not MNIST {split}"
+        )
 
 
 def _read_cache(path: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:

@@ -29,7 +29,8 @@ import pandas as pd
 from obd.pipeline.io import write_text
 from obd.study import convnet_metrics as cm
 from obd.study.published import load_han2015
-from obd.study.variants import tolerated_fraction
+from obd.study.records import ignored_line, read_csv
+from obd.study.variants import read_sweep, sweep_files, tolerated_fraction
 
 DROP = 0.01  # the accuracy loss tolerated when counting weights pruned "at a 1-point loss"
 
@@ -73,8 +74,11 @@ def _pm(values: pd.Series) -> str:
 class _Results:
     """Lazy access to the CSVs under a results folder."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, reports: Path | None = None):
         self.root = Path(root)
+        self.reports = reports
+        #: files found under results/ and not read, with the reason (a stray copy, damage)
+        self.ignored: dict[Path, str] = {}
         self._sweeps: pd.DataFrame | None = None
         self._tol: pd.DataFrame | None = None
         self._conv: dict[str, pd.DataFrame] = {}
@@ -83,17 +87,28 @@ class _Results:
         path = self.root / name
         if not path.is_file():
             raise _Missing(name)
-        return pd.read_csv(path)
+        try:
+            return read_csv(path)
+        except ValueError as err:  # named; the findings that need it say so
+            self.ignored[path] = str(err).removeprefix(str(path)).strip(" :")
+            raise _Missing(f"{name} ({self.ignored[path]})") from None
 
     @property
     def sweeps(self) -> pd.DataFrame:
         if self._sweeps is None:
-            files = sorted(
-                f for f in (self.root / "sweeps").glob("*.csv") if not f.name.startswith(".")
-            )
-            if not files:
+            try:
+                files, self.ignored = sweep_files(self.root, self.reports)
+            except ValueError as err:
+                raise _Missing(f"sweeps/*.csv ({err})") from None
+            tables = []
+            for f in files:
+                try:
+                    tables.append(read_sweep(f))
+                except ValueError as err:  # named; the findings that need it say so
+                    self.ignored[f] = str(err).removeprefix(str(f)).strip(" :")
+            if not tables:
                 raise _Missing("sweeps/*.csv")
-            self._sweeps = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+            self._sweeps = pd.concat(tables, ignore_index=True)
         return self._sweeps
 
     def tolerated(self, variant: str) -> pd.Series:
@@ -102,14 +117,20 @@ class _Results:
             self._tol = tolerated_fraction(self.sweeps, DROP)
         t = self._tol[self._tol.variant == variant].set_index("seed").tolerated_fraction
         if t.empty:
-            raise _Missing(f"sweeps/{variant}.csv")
+            raise _Missing(self._why(variant))
         return t
+
+    def _why(self, variant: str) -> str:
+        """What is missing for ``variant``: its file, and why it was not read when it is there."""
+        name = f"sweeps/{variant}.csv"
+        why = self.ignored.get(self.root / name)
+        return f"{name} ({why})" if why else name
 
     def accuracy_at(self, variant: str, fraction: float) -> pd.Series:
         """Per seed: test accuracy at the sweep level nearest ``fraction``."""
         g = self.sweeps[self.sweeps.variant == variant]
         if g.empty:
-            raise _Missing(f"sweeps/{variant}.csv")
+            raise _Missing(self._why(variant))
         out = {}
         for seed, s in g.groupby("seed"):
             i = (s.fraction - fraction).abs().idxmin()
@@ -122,7 +143,10 @@ class _Results:
     def convnets(self, kind: str) -> pd.DataFrame:
         """All ``convnets/*-seed*-{kind}.csv`` (``convnet.ipynb``'s runs), concatenated."""
         if kind not in self._conv:
-            self._conv[kind] = cm.read_kind(self.root, kind)
+            try:
+                self._conv[kind] = cm.read_kind(self.root, kind)
+            except ValueError as err:
+                raise _Missing(f"convnets/*-seed*-{kind}.csv ({err})") from None
         if self._conv[kind].empty:
             raise _Missing(f"convnets/*-seed*-{kind}.csv")
         return self._conv[kind]
@@ -505,9 +529,18 @@ CHECKS: list[tuple[str, str, str, Callable[[_Results], Outcome]]] = [
 ]  # fmt: skip
 
 
-def compute(results: str | Path) -> list[Finding]:
-    """Every finding, computed from the CSVs under ``results``."""
-    r = _Results(Path(results))
+def compute(results: str | Path, reports: str | Path | None = None) -> list[Finding]:
+    """Every finding, computed from the CSVs under ``results`` that the pipeline's runs recorded
+    in ``reports`` (default: ``reports`` beside ``results``; :mod:`obd.study.records`)."""
+    return compute_all(results, reports)[0]
+
+
+def compute_all(
+    results: str | Path, reports: str | Path | None = None
+) -> tuple[list[Finding], str]:
+    """:func:`compute`, and the line naming the files under ``results`` it did not read (a copy
+    no run recorded, a file changed since, a damaged one; empty when none)."""
+    r = _Results(Path(results), None if reports is None else Path(reports))
     out = []
     for key, title, source, fn in CHECKS:
         try:
@@ -517,7 +550,7 @@ def compute(results: str | Path) -> list[Finding]:
             text, check, held = f"Not checked: {missing} is missing from this run.", "", None
             headline = []
         out.append(Finding(key, title, text, check, held, source, "".join(headline)))
-    return out
+    return out, ignored_line(r.ignored, results)
 
 
 def headlines(findings: list[Finding]) -> list[Finding]:
@@ -532,8 +565,9 @@ def tally(findings: list[Finding]) -> tuple[int, int]:
     return sum(bool(f.held) for f in checked), len(checked)
 
 
-def to_markdown(findings: list[Finding]) -> str:
-    """The findings as a Markdown list, each with its check and whether it held."""
+def to_markdown(findings: list[Finding], ignored: str = "") -> str:
+    """The findings as a Markdown list, each with its check and whether it held; ``ignored``
+    (:func:`compute_all`'s line naming the files not read) last."""
     held, checked = tally(findings)
     lines = [f"{held} of {checked} checked findings held on this run.\n"]
     for f in findings:
@@ -541,16 +575,19 @@ def to_markdown(findings: list[Finding]) -> str:
         check = f" Check: {f.check}." if f.check else ""
         title = f.title if f.title.endswith(("?", "!", ".")) else f"{f.title}."
         lines.append(f"* **{title}** {f.text} *[{mark}.{check}]*")
+    if ignored:
+        lines.append(f"\n{ignored}")
     return "\n".join(lines) + "\n"
 
 
-def write(results: str | Path) -> list[Finding]:
-    """Compute the findings and write ``findings.json`` and ``findings.md`` under ``results``."""
-    found = compute(results)
+def write(results: str | Path, reports: str | Path | None = None) -> list[Finding]:
+    """Compute the findings and write ``findings.json`` and ``findings.md`` under ``results``
+    (with the line naming the files not read, ``"ignored"`` in the JSON)."""
+    found, ignored = compute_all(results, reports)
     doc = {"tally": dict(zip(("held", "checked"), tally(found), strict=True)),
-           "findings": [asdict(f) for f in found]}  # fmt: skip
+           "findings": [asdict(f) for f in found], "ignored": ignored}  # fmt: skip
     write_text(Path(results, "findings.json"), json.dumps(doc, indent=1) + "\n")
-    write_text(Path(results, "findings.md"), to_markdown(found))
+    write_text(Path(results, "findings.md"), to_markdown(found, ignored))
     return found
 
 
@@ -563,7 +600,7 @@ def fill_readme(readme: str | Path, results: str | Path) -> list[str]:
     """
     readme, results = Path(readme), Path(results)
     text = readme.read_text()
-    blocks = {"findings": to_markdown(compute(results))}
+    blocks = {"findings": to_markdown(*compute_all(results))}
     if (results / "summary.md").is_file():
         blocks["summary-table"] = (results / "summary.md").read_text()
     if (results / "convnet_summary.md").is_file():
@@ -591,12 +628,15 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m obd.study.findings", description=__doc__.split("\n")[0]
     )
     p.add_argument("--results", type=Path, required=True, help="the results folder")
+    p.add_argument(
+        "--reports", type=Path, help="the run's reports folder (default: beside results)"
+    )
     p.add_argument("--readme", type=Path, help="also fill this file's generated blocks")
     args = p.parse_args(argv)
     if not args.results.is_dir():
         print(f"error: results folder {args.results} does not exist", file=sys.stderr)
         return 1
-    found = write(args.results)
+    found = write(args.results, args.reports)
     if args.readme:
         print(f"filled {', '.join(fill_readme(args.readme, args.results))} in {args.readme}")
     held, checked = tally(found)

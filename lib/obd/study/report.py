@@ -17,6 +17,7 @@ the tables and the figures' seed notes from ``results/``) and hands it to the si
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from obd.study import convnet_metrics as cm
 from obd.study import findings as fnd
 from obd.study import site_text as words
 from obd.study.convnet_styles import arch_label
+from obd.study.records import read_csv
 from obd.study.site_text import FIGURES, QUESTION, QUESTION_SHORT
 
 __all__ = [
@@ -88,7 +90,10 @@ def _summary_table(results: Path) -> str:
     path = results / "summary.csv"
     if not path.is_file():
         return "*No summary table: `compare.ipynb` has not run.*\n"
-    s = pd.read_csv(path)
+    try:
+        s = read_csv(path)
+    except ValueError as err:
+        return f"*No summary table: {err}.*\n"
     lines = ["| variant | seeds | unpruned accuracy (%) | weights pruned at <= 1 point loss (%) |",
              "|---|---:|---:|---:|"]  # fmt: skip
     lines += [
@@ -113,13 +118,14 @@ def _tables(results: Path) -> list[str]:
     return out
 
 
-def content(results: Path) -> SiteContent:
+def content(results: Path, reports: Path | None = None) -> SiteContent:
     """What the front page says for the run whose results are in ``results``: the study's words,
     and the findings (computed and written to ``results/findings.json`` and ``.md``), tables and
     seed notes of this run."""
     results = Path(results)
-    found = fnd.write(results) if results.is_dir() else []
+    found = fnd.write(results, reports) if results.is_dir() else []
     held, checked = fnd.tally(found)
+    ignored = json.loads((results / "findings.json").read_text())["ignored"] if found else ""
     return SiteContent(
         title=words.TITLE,
         short_title=words.SHORT_TITLE,
@@ -130,7 +136,8 @@ def content(results: Path) -> SiteContent:
         headlines=fnd.headlines(found),
         held=held,
         checked=checked,
-        findings_intro=words.FINDINGS_INTRO.format(held=held, checked=checked),
+        findings_intro=words.FINDINGS_INTRO.format(held=held, checked=checked)
+        + (f"\n\n{ignored}" if ignored else ""),
         figures={
             stem: (title, caption, page) for stem, (title, caption, page, _) in FIGURES.items()
         },
@@ -157,7 +164,7 @@ def build_site(reports: Path, figures: Path, results: Path, root: Path | None = 
     return site.build_site(
         reports,
         figures,
-        lambda: content(results),
+        lambda: content(results, reports),
         root=root,
         packages=words.PACKAGES,
         groups=words.GROUPS,

@@ -15,8 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from obd.pipeline.io import finished
-
 MODELS = {"plain": 0.0, "dropout": 0.2}
 SCOPES = ("global", "layerwise")
 #: The blog's five variants, as (saliency family, scope, model), keyed by its log names.
@@ -133,15 +131,62 @@ def load_published() -> pd.DataFrame:
         return pd.read_csv(f, comment="#")
 
 
-def load_sweeps(results_dir: str | os.PathLike) -> pd.DataFrame:
-    """All finished sweep CSVs under ``results_dir/sweeps``, concatenated (the hidden temporary
-    files of an interrupted write are never read: :func:`obd.pipeline.io.finished`)."""
-    files = finished(Path(results_dir, "sweeps").glob("*.csv"))
+#: The numeric columns of a sweep table.
+NUMERIC_COLUMNS = ["seed", "fraction", "pruned_fraction", "n_pruned", "accuracy", "loss"]
+
+
+def read_sweep(path: str | os.PathLike) -> pd.DataFrame:
+    """One sweep CSV; ``ValueError`` naming the file when it is damaged
+    (:func:`obd.study.records.read_csv`), lacks a column of :data:`RESULT_COLUMNS`, holds a
+    non-numeric or missing value in a numeric column, or rows of another variant than its name."""
+    from obd.study.records import read_csv
+
+    df = read_csv(path, RESULT_COLUMNS)
+    numbers = df[NUMERIC_COLUMNS]
+    if not all(k in "iuf" for k in numbers.dtypes.map(lambda d: d.kind)) or numbers.isna().any(
+        axis=None
+    ):
+        bad = [c for c in NUMERIC_COLUMNS if df[c].dtype.kind not in "iuf" or df[c].isna().any()]
+        raise ValueError(f"{path}: column {bad[0]} holds values that are not numbers")
+    stem = Path(path).stem
+    other = sorted({str(v) for v in df["variant"].unique()} - {stem})
+    if other:
+        raise ValueError(f"{path} holds rows of variant(s) {', '.join(other)}, not {stem}")
+    return df
+
+
+def sweep_files(
+    results_dir: str | os.PathLike, reports_dir: str | os.PathLike | None = None
+) -> tuple[list[Path], dict[Path, str]]:
+    """The sweep CSVs under ``results_dir/sweeps`` that the pipeline's runs recorded (and the
+    others, with why each is ignored): :func:`obd.study.records.pipeline_files`."""
+    from obd.study.records import pipeline_files
+
+    return pipeline_files(results_dir, "sweeps/*.csv", reports_dir)
+
+
+def load_sweeps(
+    results_dir: str | os.PathLike, reports_dir: str | os.PathLike | None = None
+) -> pd.DataFrame:
+    """The sweep CSVs under ``results_dir/sweeps`` that the pipeline's runs recorded in their
+    manifests (``reports_dir``, default ``reports`` beside ``results_dir``), concatenated. Any
+    other file there (a copy, a file changed since its run) is not read: a warning names it and
+    ``df.attrs["ignored"]`` lists it. ``ValueError`` naming the file when one is damaged
+    (:func:`read_sweep`), or when there is no record or no recorded sweep."""
+    import warnings
+
+    from obd.study.records import ignored_line
+
+    files, ignored = sweep_files(results_dir, reports_dir)
+    if ignored:
+        warnings.warn(ignored_line(ignored, results_dir), stacklevel=2)
     if not files:
         raise ValueError(
-            f"no sweep results in {Path(results_dir, 'sweeps')}: run prune.ipynb first"
+            f"no sweep results recorded in {Path(results_dir, 'sweeps')}: run prune.ipynb first"
         )
-    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    df = pd.concat([read_sweep(f) for f in files], ignore_index=True)
+    df.attrs["ignored"] = [str(p) for p in ignored]
+    return df
 
 
 def band(df: pd.DataFrame, value: str = "accuracy") -> pd.DataFrame:
