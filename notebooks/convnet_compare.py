@@ -24,7 +24,7 @@
 # (Guo et al. 2016; 56x and 108x), Sparse Variational Dropout (Molchanov et al. 2017; 68x and 280x)
 # and Soft Weight Sharing (Ullrich et al. 2017; 23x and 200x). Every one of these ratios counts
 # weights over non-zero weights, as ours do (the sources, and Soft Weight Sharing's own storage
-# ratios with quantisation, which are not comparable, are in `obd/published_anchors.csv`).
+# ratios with quantisation, which are not comparable, are in `obd/study/published_anchors.csv`).
 #
 # The yardstick is theirs: the largest fraction of the kernel weights pruned while the test error
 # stays within 0.1 point of the dense model's (`tol`; 10 of the 10,000 test images), and the
