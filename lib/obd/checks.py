@@ -244,10 +244,14 @@ def check_finite_params(params: Any, name: str = "params", *, what: str = "param
     infinite value (its path, e.g. ``params[2]['kernel']``, and how many). One fused reduction
     over the floating-point leaves on entry (on the host for NumPy leaves); skipped inside a
     trace. ``what``: the word for a tensor in the message (``parameter``, ``result``)."""
+
+    def dtype(leaf: Any) -> np.dtype:  # a tracer has a dtype, and np.asarray refuses it
+        return np.dtype(leaf.dtype) if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+
     items = [
         (path, leaf)
         for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
-        if jnp.issubdtype(np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype)), jnp.inexact)
+        if jnp.issubdtype(dtype(leaf), jnp.inexact)
     ]
     if not items or any(_is_traced(leaf) for _, leaf in items):
         return

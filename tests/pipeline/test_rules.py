@@ -156,7 +156,7 @@ def test_quick_commands_carry_the_quick_settings():
     assert '-p model "[/res/models/plain-seed0.npz]"' in by_name["retrain"].args
     assert by_name["convnet-lenet5-seed0"].args.endswith(
         '-p train_steps 300 -p fractions "[0, 0.5, 0.9]" -p hessian_examples 1000 -p schedule '
-        '"[0.9167]" -p retrain_steps 100 -p iterative_hessian_examples 1000 '
+        '"[0.9167]" -p retrain_steps "[100]" -p iterative_hessian_examples 1000 '
         "-p learning_rate 0.002 -p obs false -p iterative true"
     )
     assert '-p corrected_runs "[]"' in by_name["blog_replay"].args
