@@ -21,7 +21,14 @@ from obd.mlp import layer_sizes
 from obd.network import Params
 from obd.obs.blocks import GLOBAL_DAMPING, as_dense, damped_inverses, unit_blocks
 from obd.obs.greedy import LayerTrace, check_damping, obs_unit_trace_compacted
-from obd.obs.levels import check_fractions, check_traces, kernels_table, layer_kernels, zero_counts
+from obd.obs.levels import (
+    check_fractions,
+    check_traces,
+    kernels_table,
+    layer_kernels,
+    with_kernels,
+    zero_counts,
+)
 from obd.prune import prune_counts
 
 
@@ -147,13 +154,7 @@ def global_obs_prune(
         traces = global_obs_traces(params, x, y, damping=damping, activation=activation)
     check_traces(params, traces)
     kernels, _, _ = _global_kernels(params, traces, check_fractions(f), bool(update))
-    return [
-        {
-            "kernel": jnp.asarray(k[0], jnp.asarray(p["kernel"]).dtype),
-            "bias": jnp.asarray(p["bias"]),
-        }
-        for p, k in zip(params, kernels, strict=True)
-    ]
+    return with_kernels(params, kernels)
 
 
 def global_obs_sweep(

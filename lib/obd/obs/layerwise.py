@@ -41,7 +41,14 @@ from obd.checks import check_examples, check_finite_params, check_float
 from obd.mlp import layer_sizes
 from obd.network import Params, activation_fn
 from obd.obs.greedy import LayerTrace, check_damping, obs_unit_trace, spd_inverse
-from obd.obs.levels import check_fractions, check_traces, kernels_table, layer_kernels, zero_counts
+from obd.obs.levels import (
+    check_fractions,
+    check_traces,
+    kernels_table,
+    layer_kernels,
+    with_kernels,
+    zero_counts,
+)
 from obd.prune import prune_counts
 
 ALLOCATIONS: tuple[str, ...] = ("layer", "unit")
@@ -191,13 +198,7 @@ def obs_prune(
         traces = obs_traces(params, x_calib, damping=damping, activation=activation)
     check_traces(params, traces)
     kernels, _ = _kernels_at(traces, check_fractions(f), allocation)
-    return [
-        {
-            "kernel": jnp.asarray(k[0], jnp.asarray(p["kernel"]).dtype),
-            "bias": jnp.asarray(p["bias"]),
-        }
-        for p, k in zip(params, kernels, strict=True)
-    ]
+    return with_kernels(params, kernels)
 
 
 def obs_sweep(

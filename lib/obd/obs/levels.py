@@ -21,6 +21,18 @@ from obd.prune import prune_counts, sweep_table
 _LEVEL_BYTES = 2**28  # activations per chunk of levels in :func:`kernels_table`
 
 
+def with_kernels(params: Params, kernels: list[np.ndarray]) -> Params:
+    """``params`` with each layer's kernel replaced by the first level of ``kernels`` (a
+    ``[levels, in, out]`` array per layer), in the kernel's dtype; the biases are kept."""
+    return [
+        {
+            "kernel": jnp.asarray(k[0], jnp.asarray(p["kernel"]).dtype),
+            "bias": jnp.asarray(p["bias"]),
+        }
+        for p, k in zip(params, kernels, strict=True)
+    ]
+
+
 def layer_kernels(trace: LayerTrace, counts: np.ndarray) -> np.ndarray:
     """Kernels ``[levels, in, out]`` with unit ``o`` taken after ``counts[level, o]`` removals."""
     w = np.take_along_axis(trace.weights[None], counts[:, :, None, None], axis=2)[:, :, 0]
