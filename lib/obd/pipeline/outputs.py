@@ -74,7 +74,7 @@ def write_manifest(report: str | os.PathLike, written: list[str | os.PathLike]) 
     return path
 
 
-def _recorded(manifest: Path) -> dict[Path, str]:
+def read_manifest(manifest: Path) -> dict[Path, str]:
     """A manifest's outputs as ``{path: sha256}``, paths resolved as recorded: from the
     manifest's folder, or (older manifests, without ``"base"``) from the working directory.
     ``ValueError``, ``KeyError`` or ``TypeError`` when it is not a manifest."""
@@ -96,7 +96,7 @@ def stale_reasons(report_html: str | os.PathLike) -> list[str]:
     if not manifest.is_file():
         return [f"no record of its outputs ({manifest.name})"]
     try:
-        entries = _recorded(manifest)
+        entries = read_manifest(manifest)
     except (ValueError, KeyError, TypeError, AttributeError):
         return [f"unreadable record {manifest.name}"]
     reasons = []

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from obd.pipeline.io import finished
-from obd.pipeline.outputs import MANIFEST_SUFFIX, _recorded, sha256
+from obd.pipeline.outputs import MANIFEST_SUFFIX, read_manifest, sha256
 
 
 def default_reports(results_dir: str | os.PathLike) -> Path:
@@ -37,7 +37,7 @@ def recorded(reports_dir: str | os.PathLike) -> dict[Path, tuple[str, str]]:
     out: dict[Path, tuple[str, str]] = {}
     for manifest in sorted(Path(reports_dir).glob(f"*{MANIFEST_SUFFIX}")):
         try:
-            entries = _recorded(manifest)
+            entries = read_manifest(manifest)
         except (ValueError, KeyError, TypeError, AttributeError):
             continue  # an unreadable record vouches for nothing
         run = manifest.name.removesuffix(MANIFEST_SUFFIX)
