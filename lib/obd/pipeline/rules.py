@@ -268,6 +268,16 @@ def parameters(params: Any, scope: Mapping[str, Any], where: str) -> list[str]:
 # --- the profile ---------------------------------------------------------------------------------
 
 
+def _known_keys(mapping: Mapping, accepted: Sequence[str], where: str) -> None:
+    """``ValueError`` naming the keys of ``mapping`` that are not ``accepted``, and those."""
+    unknown = set(mapping) - set(accepted)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
+            f"accepted: {', '.join(accepted)}"
+        )
+
+
 def _mapping(value: Any, what: str) -> dict:
     if value is None:
         return {}
@@ -306,12 +316,7 @@ class Profile:
         source: str = "profile",
     ) -> None:
         data = _mapping(data, source)
-        unknown = set(data) - set(PROFILE_KEYS)
-        if unknown:
-            raise ValueError(
-                f"{source}: unknown key(s) {', '.join(sorted(unknown))}; "
-                f"accepted: {', '.join(PROFILE_KEYS)}"
-            )
+        _known_keys(data, PROFILE_KEYS, source)
         self.source = source
         raw = _mapping(data.get("settings"), f"{source}: settings")
         self.protocols = _mapping(data.get("protocols"), f"{source}: protocols")
@@ -471,12 +476,7 @@ def expand_runs(
     for i, row in enumerate(table["runs"], 1):
         where = f"row {i}" + (f" ({row.get('name')})" if isinstance(row, Mapping) else "")
         row = _mapping(row, where)
-        unknown = set(row) - set(ROW_KEYS)
-        if unknown:
-            raise ValueError(
-                f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
-                f"accepted: {', '.join(ROW_KEYS)}"
-            )
+        _known_keys(row, ROW_KEYS, where)
         if "name" not in row or (("notebook" in row) == ("module" in row)):
             raise ValueError(f"{where}: a row needs a name and either a notebook or a module")
         if "module" in row and any(k in row for k in ("params", "params_after")):
