@@ -10,7 +10,9 @@ One concern per module:
 * :mod:`obd.obs.conv`: layer-wise OBS of NNX models, convolutions unrolled (:func:`obs_sweep_model`);
 * :mod:`obd.obs.blocks`: the exact per-unit Hessian blocks of the loss (:func:`unit_blocks`) and
   their damped inverses;
-* :mod:`obd.obs.global_obs`: global OBS (:func:`global_obs_sweep`, :func:`global_obs_prune`).
+* :mod:`obd.obs.global_obs`: global OBS (:func:`global_obs_sweep`, :func:`global_obs_prune`);
+* :mod:`obd.obs.stages`: its multi-stage path (``stages=``: the blocks recomputed at the pruned,
+  updated weights between stages; ``resolve=``: a Newton re-solve of the remaining weights).
 
 The public names of all of them are importable from ``obd.obs``.
 """
@@ -35,6 +37,7 @@ from obd.obs.layerwise import (
     obs_traces,
 )
 from obd.obs.levels import zero_counts
+from obd.obs.stages import newton_directions, resolve_step, stage_bounds
 
 __all__ = [
     "ALLOCATIONS",
@@ -49,6 +52,7 @@ __all__ = [
     "global_obs_traces",
     "layer_hessian",
     "layer_inputs",
+    "newton_directions",
     "obs_layer_trace",
     "obs_prune",
     "obs_sweep",
@@ -56,7 +60,9 @@ __all__ = [
     "obs_traces",
     "obs_unit_trace",
     "obs_unit_trace_compacted",
+    "resolve_step",
     "spd_inverse",
+    "stage_bounds",
     "unit_blocks",
     "zero_counts",
 ]

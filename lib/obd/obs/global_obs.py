@@ -11,6 +11,8 @@ takes the cheapest removals over the whole network.
 
 from __future__ import annotations
 
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,6 +31,7 @@ from obd.obs.levels import (
     with_kernels,
     zero_counts,
 )
+from obd.obs.stages import check_resolve, check_stages, resolve_step, stage_bounds
 from obd.prune import prune_counts
 
 
@@ -129,6 +132,46 @@ def _global_kernels(params, traces, fractions, update: bool) -> tuple[list, np.n
     return kernels, k, n
 
 
+def _staged_kernels(
+    params, x, y, traces, fractions, *, stages, resolve, damping, activation, batch_size
+) -> tuple[list, np.ndarray, int, list[dict]]:
+    """:func:`_global_kernels` along the shared multi-stage path of :mod:`obd.obs.stages`; also
+    one record per stage end (``removed``, ``alpha`` of the re-solve, seconds)."""
+    n = sum(t.order.size for t in traces)
+    k = prune_counts(fractions, n)
+    n_zero = sum(int(np.count_nonzero(np.asarray(p["kernel"]) == 0)) for p in params)
+    kernels = [np.empty((len(k), *np.shape(p["kernel"])), np.float64) for p in params]
+    done = np.zeros(len(k), bool)
+    state, records = params, []
+    for end in [*stage_bounds(k, n, n_zero, stages), None]:
+        here = ~done if end is None else ~done & (k <= end)
+        if here.any():
+            counts = global_allocate(traces, k[here])
+            for out, t, c in zip(kernels, traces, counts, strict=True):
+                out[here] = layer_kernels(t, c)
+            done |= here
+        if end is None:
+            break
+        t0 = time.perf_counter()
+        state = with_kernels(
+            state,
+            [
+                layer_kernels(t, c[None])
+                for t, c in zip(traces, global_allocate(traces, end), strict=True)
+            ],
+        )
+        blocks = unit_blocks(state, x, y, activation=activation, batch_size=batch_size)
+        alpha = None
+        if resolve:
+            state, alpha = resolve_step(state, blocks, x, y, damping=damping, activation=activation)
+        traces = global_obs_traces(
+            state, x, y, damping=damping, activation=activation, blocks=blocks
+        )
+        records.append({"removed": end, "alpha": alpha, "seconds": time.perf_counter() - t0})
+    dtype = np.asarray(params[0]["kernel"]).dtype
+    return [kk.astype(dtype) for kk in kernels], k, n, records
+
+
 def global_obs_prune(
     params: Params,
     x,
@@ -139,22 +182,50 @@ def global_obs_prune(
     update: bool = True,
     activation: str | None = None,
     traces: list[LayerTrace] | None = None,
+    stages: int = 1,
+    resolve: bool = False,
+    batch_size: int | None = None,
 ) -> Params:
     """Prune ``fraction`` of all kernel weights by global OBS (biases kept).
 
     ``k = floor(fraction * n + 0.5)`` of the ``n`` kernel weights become exactly zero, allocated
     across units and layers by :func:`global_allocate`; with ``update`` the remaining weights of
     each unit take the OBS update of its block, without it they keep their values (mask only).
+    With ``stages > 1`` the density falls geometrically in ``stages`` steps, the blocks recomputed
+    on ``(x, y)`` at the pruned, updated weights after each (and, with ``resolve``, a Newton
+    re-solve of the remaining weights): :mod:`obd.obs.stages`; ``traces`` then serve the first
+    stage only. ``stages > 1`` needs ``update``.
     """
     f = np.asarray(fraction, np.float64)
     if f.ndim != 0:
         raise ValueError(f"fraction must be a single number in [0, 1], got {fraction!r}")
+    stages, resolve = check_stages(stages), check_resolve(resolve)
     params, activation = as_dense(params, activation)
+    if stages > 1:
+        check_damping(damping)
+        _check_update_staged(update)
+        check_finite_params(params)
     if traces is None:
-        traces = global_obs_traces(params, x, y, damping=damping, activation=activation)
+        traces = global_obs_traces(
+            params, x, y, damping=damping, activation=activation, batch_size=batch_size
+        )
     check_traces(params, traces)
-    kernels, _, _ = _global_kernels(params, traces, check_fractions(f), bool(update))
+    if stages == 1:
+        kernels, _, _ = _global_kernels(params, traces, check_fractions(f), bool(update))
+    else:
+        kernels, _, _, _ = _staged_kernels(
+            params, x, y, traces, check_fractions(f), stages=stages, resolve=resolve,
+            damping=damping, activation=activation, batch_size=batch_size,
+        )  # fmt: skip
     return with_kernels(params, kernels)
+
+
+def _check_update_staged(update) -> None:
+    if update is not True and update is not np.True_:
+        raise ValueError(
+            "stages > 1 needs update=True: the stages continue from the OBS-updated weights "
+            f"(mask only is one-shot, stages=1); got update={update!r}"
+        )
 
 
 def global_obs_sweep(
@@ -171,6 +242,8 @@ def global_obs_sweep(
     traces: list[LayerTrace] | None = None,
     batch_size: int | None = None,
     level_batch: int | None = None,
+    stages: int = 1,
+    resolve: bool = False,
 ) -> pd.DataFrame:
     """Global OBS at each of ``fractions`` (one-shot, no retraining), evaluated on
     ``(x_test, y_test)``.
@@ -182,6 +255,13 @@ def global_obs_sweep(
     the inverse (:func:`obd.obs.greedy.obs_unit_trace`). Removals are allocated over all units and layers by
     :func:`global_allocate`; ``update=False`` keeps the same removals without the weight update.
     One greedy pass serves every level; ``traces`` (from :func:`global_obs_traces`) skips it.
+    With ``stages > 1`` (multi-stage, :mod:`obd.obs.stages`) the levels share one path: the
+    density falls geometrically to the largest level below 100% in ``stages`` steps, the blocks
+    are recomputed on ``(x, y)`` at the pruned, updated weights after each (with ``resolve``, the
+    remaining weights re-solved first), and each level is pruned from the last stage that ended
+    at or below it; ``traces`` serve the first stage, and ``table.attrs["stages"]`` lists each
+    stage end (``removed``, re-solve step ``alpha``, ``seconds``). ``stages > 1`` needs
+    ``update``.
     Biases are kept. The columns are those of :func:`obd.prune.sweep`: ``fraction``,
     ``pruned_fraction``, ``n_pruned``, ``accuracy``, ``loss``; ``n_pruned`` counts the kernel
     weights that are zero at each level (weights already zero are removed first, as in
@@ -197,6 +277,9 @@ def global_obs_sweep(
     check_damping(damping)
     if not isinstance(update, bool | np.bool_):
         raise ValueError(f"update must be True (OBS update) or False (mask only), got {update!r}")
+    stages, resolve = check_stages(stages), check_resolve(resolve)
+    if stages > 1:
+        _check_update_staged(update)
     check_examples(x_test, y_test, num_classes=sizes[-1], name="x_test", label_name="y_test")
     x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
     if x_test.ndim != 2 or x_test.shape[1] != sizes[0]:
@@ -206,8 +289,19 @@ def global_obs_sweep(
             params, x, y, damping=damping, activation=activation, batch_size=batch_size
         )
     check_traces(params, traces)
-    kernels, removed, n = _global_kernels(params, traces, fractions, bool(update))
-    n_pruned = zero_counts([p["kernel"] for p in params], kernels, removed)
-    return kernels_table(
+    records = []
+    if stages == 1:
+        kernels, removed, n = _global_kernels(params, traces, fractions, bool(update))
+    else:
+        kernels, removed, n, records = _staged_kernels(
+            params, x, y, traces, fractions, stages=stages, resolve=resolve, damping=damping,
+            activation=activation, batch_size=batch_size,
+        )  # fmt: skip
+    # Staged kernels hold zeros from earlier stages that ``removed`` counts: count them directly.
+    original = [p["kernel"] for p in params] if stages == 1 else kernels
+    n_pruned = zero_counts(original, kernels, removed)
+    table = kernels_table(
         params, kernels, fractions, n_pruned, n, x_test, y_test, activation, level_batch
     )
+    table.attrs["stages"] = records
+    return table
