@@ -188,3 +188,45 @@ def test_stages_bad_input_raises_value_error():
     nan[0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         obs.global_obs_sweep(params, nan, y, [0.5], x, y, stages=2)
+
+
+@pytest.mark.parametrize(("sizes", "zeros"), [((7, 6, 5, 3), 0.5), ((40, 6, 5, 3), 0.8)])
+def test_blocks_and_traces_on_the_support_match_the_full_ones(sizes, zeros):
+    from obd.obs.blocks import support_blocks, support_index
+    from obd.obs.global_obs import support_traces
+    from obd.obs.levels import layer_kernels
+
+    damping = 0.05
+    with jax.enable_x64(True):
+        params, x, y = _net(seed=7, sizes=sizes)
+        rng = np.random.default_rng(7)
+        for p in params:
+            p["kernel"] = jnp.where(rng.random(p["kernel"].shape) < zeros, 0.0, p["kernel"])
+        full = obs.unit_blocks(params, x, y)
+        index = support_index(params)
+        blocks, scales = support_blocks(params, x, y, index)
+        for f, b, s, idx, p in zip(full, blocks, scales, index, params, strict=True):
+            nonzero = (np.asarray(p["kernel"]) != 0).T
+            m = max(1, nonzero.sum(axis=1).max())
+            assert m <= idx.shape[1] <= min(nonzero.shape[1], m + 15)
+            for o in range(len(idx)):
+                assert set(np.flatnonzero(nonzero[o])) <= set(idx[o])
+                np.testing.assert_allclose(b[o], f[o][np.ix_(idx[o], idx[o])], rtol=1e-10)
+            np.testing.assert_allclose(s, np.einsum("oii->o", f) / f.shape[1], rtol=1e-10)
+        if sizes[0] == 40:  # the first layer's units keep fewer than 40 inputs
+            assert index[0].shape[1] < 40
+        ref = obs.global_obs_traces(params, x, y, damping=damping, blocks=full)
+        got = support_traces(params, index, blocks, scales, damping)
+        n = sum(int(np.size(p["kernel"])) for p in params)
+        ks = np.arange(n + 1)
+        for r, g, cr, cg in zip(
+            ref, got, obs.global_allocate(ref, ks), obs.global_allocate(got, ks), strict=True
+        ):
+            np.testing.assert_allclose(
+                layer_kernels(g, cg), layer_kernels(r, cr), rtol=1e-8, atol=1e-12
+            )
+        grads = [g["kernel"] for g in jax.grad(loss)(params, x, y)]
+        on_support = newton_directions(params, blocks, grads, 0.1, index=index, scales=scales)
+        on_full = newton_directions(params, full, grads, 0.1)
+    for a, b in zip(on_support, on_full, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-14)

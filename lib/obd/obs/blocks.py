@@ -299,10 +299,114 @@ def damped_inverses(blocks: np.ndarray, damping: float = GLOBAL_DAMPING) -> np.n
     h = h + delta[:, None, None] * np.eye(h.shape[1])
     inv = spd_inverse(h)
     if inv is None:
-        raise ValueError(
-            "a unit's damped Hessian block is not positive definite: blocks are singular when "
-            "inputs are zero on every example or there are fewer examples than inputs (use "
-            "damping > 0), and for activations that are not piecewise linear the exact block can "
-            "have negative curvature (use a larger damping)"
-        )
+        raise singular_block_error()
     return inv
+
+
+def singular_block_error() -> ValueError:
+    """The error for a damped block that is not positive definite."""
+    return ValueError(
+        "a unit's damped Hessian block is not positive definite: blocks are singular when "
+        "inputs are zero on every example or there are fewer examples than inputs (use "
+        "damping > 0), and for activations that are not piecewise linear the exact block can "
+        "have negative curvature (use a larger damping)"
+    )
+
+
+@jax.jit(static_argnames=("activation", "chunk", "n_chunks"))
+def _support_sums(params, x, y, index, *, activation: str, chunk: int, n_chunks: int):
+    """Per layer ``sum_n D_l[n, o] h_l[n, i] h_l[n, j]`` over ``i, j`` in ``index[l][o]``
+    (``[out, m, m]``) and the full diagonal ``sum_n D_l[n, o] h_l[n, i]^2`` (``[out, in]``);
+    chunks of examples as :func:`_block_sums`."""
+    act = activation_fn(activation)
+    dtype = params[0]["kernel"].dtype
+    n = x.shape[0]
+
+    def body(i, acc):
+        start = jnp.minimum(i * chunk, n - chunk)
+        xb = jax.lax.dynamic_slice_in_dim(x, start, chunk).astype(dtype)
+        yb = jax.lax.dynamic_slice_in_dim(y, start, chunk)
+        wb = (start + jnp.arange(chunk) >= i * chunk).astype(dtype)
+        hs, zs = _forward_layers(params, xb, act)
+        if activation in PIECEWISE_LINEAR:
+            ds = _curvature_sqrt(params, hs, zs, act)
+        else:
+            ds = _curvature_hvp(params, hs, zs, yb, activation)
+        out = []
+        for (blocks, diag), h, d, idx in zip(acc, hs, ds, index, strict=True):
+            dw = d * wb[:, None]  # [chunk, out]
+            g = h[:, idx]  # [chunk, out, m]
+            s = jnp.einsum("nom,nop->omp", g * dw[:, :, None], g)
+            out.append((blocks + s, diag + jnp.einsum("no,ni->oi", dw, h * h)))
+        return out
+
+    zeros = [
+        (
+            jnp.zeros((idx.shape[0], idx.shape[1], idx.shape[1]), dtype),
+            jnp.zeros((idx.shape[0], p["kernel"].shape[0]), dtype),
+        )
+        for p, idx in zip(params, index, strict=True)
+    ]
+    if n_chunks == 1:
+        return body(jnp.asarray(0), zeros)
+    return jax.lax.fori_loop(0, n_chunks, body, zeros)
+
+
+#: :func:`support_index` rounds ``m`` up to a multiple of this, so that the compiled programs of
+#: one stage (shapes ``[out, m, m]``) serve the later stages and seeds that round to the same ``m``.
+SUPPORT_BUCKET = 16
+
+
+def support_index(params: Params) -> list[np.ndarray]:
+    """Per layer ``[out, m]``: each unit's inputs with a nonzero weight, then inputs of weight
+    zero to fill ``m``: the layer's largest count of nonzero weights (at least 1), rounded up to a
+    multiple of :data:`SUPPORT_BUCKET` (at most the layer's inputs)."""
+    out = []
+    for layer in params:
+        nonzero = (np.asarray(layer["kernel"]) != 0).T  # [out, in]
+        m = max(1, int(nonzero.sum(axis=1).max()))
+        m = min(nonzero.shape[1], -(-m // SUPPORT_BUCKET) * SUPPORT_BUCKET)
+        # stable sort: nonzero inputs first, each group in input order
+        out.append(np.argsort(~nonzero, axis=1, kind="stable")[:, :m])
+    return out
+
+
+def support_blocks(
+    params: Params,
+    x,
+    y,
+    index: list[np.ndarray],
+    *,
+    activation: str | None = None,
+    batch_size: int | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """:func:`unit_blocks` restricted to some inputs of each unit: per layer the blocks
+    ``H_lo[index[l][o]][:, index[l][o]]`` (``[out, m, m]``) and each block's full diagonal mean
+    ``mean_i H_lo[i, i]`` over all the unit's inputs (``[out]``, the damping's scale).
+
+    With ``index`` from :func:`support_index` this is the part of the exact blocks that pruning
+    with the zero weights held at zero reads: ``O(N out m^2)`` work instead of ``O(N out in^2)``.
+    """
+    params, activation = as_dense(params, activation)
+    params, x, y = _prepare_global(params, x, y, activation)
+    sizes = layer_sizes(params)
+    index = [np.asarray(i) for i in index]
+    if len(index) != len(params) or any(
+        i.ndim != 2 or i.shape[0] != o or i.size == 0 or i.min() < 0 or i.max() >= d
+        for i, d, o in zip(index, sizes[:-1], sizes[1:], strict=True)
+    ):
+        raise ValueError("index must hold per layer an [out, m] array of input indices")
+    widest = max(i.shape[0] * i.shape[1] for i in index)
+    itemsize = jnp.dtype(params[0]["kernel"].dtype).itemsize
+    if batch_size is None:
+        batch_size = max(16, _BLOCK_CHUNK_BYTES // (itemsize * widest))
+    n = x.shape[0]
+    n_chunks = -(-n // min(batch_size, n))
+    chunk = -(-n // n_chunks)
+    sums = _support_sums(
+        params, x, y, [jnp.asarray(i) for i in index], activation=activation, chunk=chunk,
+        n_chunks=n_chunks,
+    )  # fmt: skip
+    blocks = [np.asarray(b) / n for b, _ in sums]
+    scales = [np.asarray(d).mean(axis=1) / n for _, d in sums]
+    return blocks, scales

@@ -21,8 +21,16 @@ import pandas as pd
 from obd.checks import check_examples, check_finite_params
 from obd.mlp import layer_sizes
 from obd.network import Params
-from obd.obs.blocks import GLOBAL_DAMPING, as_dense, damped_inverses, unit_blocks
-from obd.obs.greedy import LayerTrace, check_damping, obs_unit_trace_compacted
+from obd.obs.blocks import (
+    GLOBAL_DAMPING,
+    as_dense,
+    damped_inverses,
+    singular_block_error,
+    support_blocks,
+    support_index,
+    unit_blocks,
+)
+from obd.obs.greedy import LayerTrace, check_damping, obs_unit_trace_compacted, spd_inverse
 from obd.obs.levels import (
     check_fractions,
     check_traces,
@@ -73,6 +81,52 @@ def global_obs_traces(
         hinvs = jnp.asarray(damped_inverses(b, damping), kernel.dtype)
         weights, order, inc = _unit_traces(kernel, hinvs)
         traces.append(LayerTrace(np.asarray(weights), np.asarray(order), np.asarray(inc)))
+    return traces
+
+
+def support_traces(
+    params: Params, index: list[np.ndarray], blocks: list[np.ndarray], scales, damping: float
+) -> list[LayerTrace]:
+    """:func:`global_obs_traces` from the blocks restricted to each unit's ``index``
+    (:func:`obd.obs.blocks.support_blocks`), which must hold every nonzero weight: the inputs
+    outside it (weights zero) are removed first at zero cost, then greedy OBS runs on the ``[m, m]``
+    damped block (``damping * scales[l][o]`` on its diagonal). The same traces as on the full
+    blocks (zero weights are removed first there too, conditioning the inverse on them), for
+    ``O(out m^3)`` work instead of ``O(out in^3)``.
+    """
+    traces = []
+    for layer, idx, b, scale in zip(params, index, blocks, scales, strict=True):
+        kernel = np.asarray(layer["kernel"]).T  # [out, in]
+        d_out, d_in = kernel.shape
+        m = idx.shape[1]
+        fallback = float(scale.mean()) if scale.mean() > 0 else 1.0
+        lam = damping * np.where(scale > 0, scale, fallback)
+        inv = spd_inverse(np.asarray(b, np.float64) + lam[:, None, None] * np.eye(m))
+        if inv is None:
+            raise singular_block_error()
+        w_sub = np.take_along_axis(kernel, idx, axis=1)
+        weights, order, inc = (
+            np.asarray(a)
+            for a in _unit_traces(
+                jnp.asarray(w_sub.T, kernel.dtype), jnp.asarray(inv, kernel.dtype)
+            )
+        )
+        inside = np.zeros(kernel.shape, bool)
+        np.put_along_axis(inside, idx, True, axis=1)
+        outside = np.argsort(inside, axis=1, kind="stable")[:, : d_in - m]
+        rest = d_in - m
+        full = np.empty((d_out, d_in + 1, d_in), kernel.dtype)
+        full[:, : rest + 1] = kernel[:, None, :]
+        tail = np.zeros((d_out, m + 1, d_in), kernel.dtype)
+        np.put_along_axis(tail, np.broadcast_to(idx[:, None, :], weights.shape), weights, axis=2)
+        full[:, rest:] = tail
+        traces.append(
+            LayerTrace(
+                full,
+                np.concatenate([outside, np.take_along_axis(idx, order, axis=1)], axis=1),
+                np.concatenate([np.zeros((d_out, rest), inc.dtype), inc], axis=1),
+            )
+        )
     return traces
 
 
@@ -160,13 +214,18 @@ def _staged_kernels(
                 for t, c in zip(traces, global_allocate(traces, end), strict=True)
             ],
         )
-        blocks = unit_blocks(state, x, y, activation=activation, batch_size=batch_size)
+        # The blocks on each unit's remaining weights only (the rest is held at zero)
+        index = support_index(state)
+        blocks, scales = support_blocks(
+            state, x, y, index, activation=activation, batch_size=batch_size
+        )
         alpha = None
         if resolve:
-            state, alpha = resolve_step(state, blocks, x, y, damping=damping, activation=activation)
-        traces = global_obs_traces(
-            state, x, y, damping=damping, activation=activation, blocks=blocks
-        )
+            state, alpha = resolve_step(
+                state, blocks, x, y, damping=damping, activation=activation, index=index,
+                scales=scales,
+            )  # fmt: skip
+        traces = support_traces(state, index, blocks, scales, damping)
         records.append({"removed": end, "alpha": alpha, "seconds": time.perf_counter() - t0})
     dtype = np.asarray(params[0]["kernel"]).dtype
     return [kk.astype(dtype) for kk in kernels], k, n, records

@@ -84,31 +84,42 @@ _grad = jax.jit(jax.grad(mlp_loss), static_argnames=("activation",))
 
 
 def newton_directions(
-    params: Params, blocks: list[np.ndarray], grads: list[np.ndarray], damping: float
+    params: Params,
+    blocks: list[np.ndarray],
+    grads: list[np.ndarray],
+    damping: float,
+    *,
+    index: list[np.ndarray] | None = None,
+    scales: list[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """Per layer ``[in, out]``: each unit's step ``delta_R = -(H_RR + lambda I)^-1 g_R`` on its
     nonzero weights ``R`` (0 on the others), in float64.
 
-    ``blocks[l][o]`` is unit ``o``'s exact block (:func:`obd.obs.blocks.unit_blocks`),
-    ``grads[l]`` the loss's gradient with respect to the kernel, ``lambda = damping *
-    mean(diag H_o)`` over all the unit's inputs (:func:`obd.obs.blocks.damped_inverses`' damping).
-    The restriction to ``R`` is solved on the full block with the pruned rows and columns replaced
-    by the identity and their gradient by 0, which leaves the pruned entries' step at 0.
+    ``blocks[l][o]`` is unit ``o``'s exact block (:func:`obd.obs.blocks.unit_blocks`), or with
+    ``index`` its rows and columns ``index[l][o]`` (:func:`obd.obs.blocks.support_blocks`, which
+    must cover ``R``); ``grads[l]`` the loss's gradient with respect to the kernel; ``lambda =
+    damping * mean(diag H_o)`` over all the unit's inputs (``scales[l][o]`` with ``index``), as
+    :func:`obd.obs.blocks.damped_inverses` damps. The restriction to ``R`` is solved on the block
+    with the pruned rows and columns replaced by the identity and their gradient by 0, which
+    leaves the pruned entries' step at 0.
     """
     out = []
-    for layer, b, g in zip(params, blocks, grads, strict=True):
-        kernel = np.asarray(layer["kernel"])
+    for i, (layer, b, g) in enumerate(zip(params, blocks, grads, strict=True)):
+        kernel = np.asarray(layer["kernel"]).T  # [out, in]
         h = np.asarray(b, np.float64)
-        keep = (kernel != 0).T.astype(np.float64)  # [out, in]
-        scale = np.einsum("oii->o", h) / h.shape[1]
+        idx = (
+            np.broadcast_to(np.arange(kernel.shape[1]), kernel.shape) if index is None else index[i]
+        )
+        scale = np.einsum("oii->o", h) / h.shape[1] if scales is None else np.asarray(scales[i])
         fallback = float(scale.mean()) if scale.mean() > 0 else 1.0
         lam = damping * np.where(scale > 0, scale, fallback)
+        keep = (np.take_along_axis(kernel, idx, axis=1) != 0).astype(np.float64)  # [out, m]
         a = h * keep[:, :, None] * keep[:, None, :]
-        eye = np.eye(h.shape[1])
-        a += eye * (lam[:, None] * keep + (1.0 - keep))[:, :, None]
-        rhs = -np.asarray(g, np.float64).T * keep  # [out, in]
-        step = np.linalg.solve(a, rhs[:, :, None])[:, :, 0]
-        out.append((step * keep).T)
+        a += np.eye(h.shape[1]) * (lam[:, None] * keep + (1.0 - keep))[:, :, None]
+        rhs = -np.take_along_axis(np.asarray(g, np.float64).T, idx, axis=1) * keep
+        step = np.zeros(kernel.shape)
+        np.put_along_axis(step, idx, np.linalg.solve(a, rhs[:, :, None])[:, :, 0] * keep, axis=1)
+        out.append(step.T)
     return out
 
 
@@ -120,15 +131,18 @@ def resolve_step(
     *,
     damping: float,
     activation: str,
+    index: list[np.ndarray] | None = None,
+    scales: list[np.ndarray] | None = None,
 ) -> tuple[Params, float]:
     """``params`` after the re-solve (module docstring): each unit's Newton step on its exact
-    block, scaled by the ``alpha`` in :data:`STEP_LENGTHS` of least mean loss on ``(x, y)``.
+    block, scaled by the ``alpha`` in :data:`STEP_LENGTHS` of least mean loss on ``(x, y)``;
+    ``blocks``, ``index`` and ``scales`` as :func:`newton_directions` takes them.
 
     Returns the new params (pruned weights still exactly zero, biases kept) and ``alpha`` (0.0
     when no step lowers the loss, and the params are returned unchanged).
     """
     grads = [np.asarray(g["kernel"]) for g in _grad(params, x, y, activation=activation)]
-    steps = newton_directions(params, blocks, grads, damping)
+    steps = newton_directions(params, blocks, grads, damping, index=index, scales=scales)
     best, best_alpha, best_loss = params, 0.0, float(_loss(params, x, y, activation))
     for alpha in STEP_LENGTHS:
         trial = [

@@ -38,6 +38,7 @@ COLORS = {
     "obs_layerwise_dropout": "tab:pink",
     "obs_global": "tab:olive",
     "obs_global_dropout": "tab:cyan",
+    "obs_ms_global": "darkgreen",
     "obs_mask_global": "yellowgreen",
     "obs_mask_global_dropout": "paleturquoise",
 }
@@ -52,6 +53,7 @@ FAMILY_LABELS = {
     "obs_layerwise_dropout": "OBS, layer-wise, dropout model",
     "obs_global": "OBS, all layers, exact unit blocks",
     "obs_global_dropout": "OBS, all layers, exact unit blocks, dropout model",
+    "obs_ms_global": "OBS, all layers, exact unit blocks, multi-stage",
     "obs_mask_global": "OBS ranking, all layers, exact unit blocks",
     "obs_mask_global_dropout": "OBS ranking, all layers, exact unit blocks, dropout model",
     "random_global": "random, all layers",
@@ -101,6 +103,8 @@ class Variant:
             return f"{base} (baseline)"
         if self.saliency == "obs":
             return f"{base} (with weight update)"
+        if self.saliency == "obs_ms":
+            return f"{base} (blocks recomputed between stages)"
         if self.saliency == "obs_mask":
             return f"{base} (mask only, no update)"
         flavour = "as published" if self.as_published else "corrected"
