@@ -100,7 +100,8 @@ plt.show()
 # ## Figure 2: OBD over all layers, with and without dropout, 0-100% pruned, and the OBS variants
 #
 # Global OBS (exact per-unit Hessian blocks of the loss, removals allocated over all layers, with
-# the OBS weight update; `global_obs.ipynb`), the same ranking without the update (mask only),
+# the OBS weight update; `global_obs.ipynb`), the same in stages with the blocks recomputed between
+# them (multi-stage, dark green), the same ranking without the update (mask only),
 # layer-wise OBS, global magnitude and random pruning for reference. Right: 80-99% pruned.
 
 # %% tags=["hide-input"]
@@ -112,7 +113,8 @@ for ax in axes:
             plot_variant(ax, df, v)
             if ax is axes[0]:
                 plot_published(ax, family, v.color)
-    for name, style in (("obs-global-plain", "-"), ("obs-global-dropout", "-"),
+    for name, style in (("obs_ms-global-plain", "-"),
+                        ("obs-global-plain", "-"), ("obs-global-dropout", "-"),
                         ("obs_mask-global-plain", "--"), ("obs_mask-global-dropout", "--"),
                         ("obs-layerwise-plain", "-."), ("obs-layerwise-dropout", "-."),
                         ("magnitude-global-plain", "-"), ("magnitude-global-dropout", "-"),
@@ -138,7 +140,8 @@ plt.show()
 # %%
 rivals = {"OBD, all layers": "obd-global", "magnitude, all layers": "magnitude-global",
           "OBS, layer-wise": "obs-layerwise"}  # fmt: skip
-mine = {"OBS, all layers": "obs-global", "OBS ranking, mask only": "obs_mask-global"}
+mine = {"OBS, all layers": "obs-global", "OBS ranking, mask only": "obs_mask-global",
+        "OBS, all layers, multi-stage": "obs_ms-global"}  # fmt: skip
 rows = []
 for model_name in ("plain", "dropout"):
     for level in (0.9, 0.95):

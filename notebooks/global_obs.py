@@ -30,6 +30,14 @@
 # (mask only), which separates what the cross terms buy in the ranking from what the update buys.
 # Kernels only, biases kept, no retraining. Two sweep CSVs in the format of `prune.ipynb`: variants
 # `obs-global-<model>` (with update) and `obs_mask-global-<model>` (mask only).
+#
+# With `out_ms`, a third: **multi-stage** global OBS (`obd.obs.stages`, variant
+# `obs_ms-global-<model>`). The sparsity rises in `stages` steps, geometrically in the remaining
+# density, to the largest level below 100%; after each stage the blocks are recomputed at the
+# pruned, OBS-updated weights (pruned weights held at zero) and the greedy pass runs again from
+# there; with `resolve`, each unit's remaining weights first take a Newton step on its recomputed
+# exact block. Every level is read from the last stage that ended at or below it. The first stage
+# is the one-shot pass above, shared.
 
 # %%
 import time
@@ -58,12 +66,21 @@ damping = 0.01  # added to each block's diagonal: damping * mean(diag H_o)
 fractions = None  # None: 0..1 in 1% steps; or a list of fractions
 out = "../scratch/sweeps/obs-global-plain.csv"  # make reproduce writes results/sweeps/
 out_mask = "../scratch/sweeps/obs_mask-global-plain.csv"  # the same ranking, no weight update
+out_ms = None  # multi-stage sweep (obs_ms-global-*.csv); None: not run
+stages = 8  # multi-stage: the number of stages to the largest level below 100%
+resolve = True  # multi-stage: Newton re-solve of the remaining weights after each stage
 
 # %%
 check_no_unknown(
-    globals(), _before, ["model", "hessian_examples", "damping", "fractions", "out", "out_mask"]
-)
+    globals(),
+    _before,
+    ["model", "hessian_examples", "damping", "fractions", "out", "out_mask", "out_ms", "stages",
+     "resolve"],
+)  # fmt: skip
 check_number("damping", damping, lo=0)
+check_number("stages", stages, lo=2, integer=True)
+if not isinstance(resolve, bool):
+    raise ValueError(f"resolve must be True or False, got {resolve!r}")
 if hessian_examples is not None:
     check_number("hessian_examples", hessian_examples, lo=1, hi=60000, integer=True)
 models = [model] if isinstance(model, str) else list(model)
@@ -72,19 +89,22 @@ if not models:
 levels = default_fractions() if fractions is None else np.asarray(fractions, dtype=float)
 if levels.ndim != 1 or levels.size == 0 or not np.all((levels >= 0) & (levels <= 1)):
     raise ValueError(f"fractions must be a non-empty list of numbers in [0, 1], got {fractions!r}")
-for name, path in (("out", out), ("out_mask", out_mask)):
-    if not str(path).endswith(".csv"):
+for name, path in (("out", out), ("out_mask", out_mask), ("out_ms", out_ms)):
+    if (name != "out_ms" or path is not None) and not str(path).endswith(".csv"):
         raise ValueError(f"{name} must be a path ending in .csv, got {path!r}")
 variants = {True: Path(out).stem, False: Path(out_mask).stem}
+if out_ms is not None:
+    variants["ms"] = Path(out_ms).stem
 x_train, y_train = load_mnist("train")
 x_test, y_test = load_mnist("test")
 x_curv, y_curv = (x_train, y_train) if hessian_examples is None else (
     x_train[:hessian_examples], y_train[:hessian_examples])  # fmt: skip
-print(f"variants {variants[True]}, {variants[False]}: {len(models)} model(s), {levels.size} "
-      f"levels, {len(x_curv)} Hessian examples, damping {damping}")  # fmt: skip
+print(f"variants {', '.join(variants.values())}: {len(models)} model(s), {levels.size} levels, "
+      f"{len(x_curv)} Hessian examples, damping {damping}"
+      + (f"; multi-stage: {stages} stages, re-solve {resolve}" if out_ms else ""))  # fmt: skip
 
 # %%
-tables, timings, first = {True: [], False: []}, [], None
+tables, timings, first = {v: [] for v in variants}, [], None
 for path in models:
     params, meta = load_params(path)
     seed = int(meta["seed"])
@@ -101,12 +121,31 @@ for path in models:
             variant=variants[update], saliency="obs" if update else "obs_mask", scope="global",
             model=model_name, include_biases=False, seed=seed,
         ))  # fmt: skip
-    timings.append({"seed": seed, "blocks_s": t1 - t0, "greedy_s": t2 - t1})
+    timing = {"seed": seed, "blocks_s": t1 - t0, "greedy_s": t2 - t1}
+    if out_ms is not None:
+        t3 = time.perf_counter()
+        table = obs.global_obs_sweep(params, x_curv, y_curv, levels, x_test, y_test, traces=traces,
+                                     damping=damping, stages=stages, resolve=resolve)  # fmt: skip
+        tables["ms"].append(table.assign(
+            variant=variants["ms"], saliency=variants["ms"].split("-")[0], scope="global",
+            model=model_name, include_biases=False, seed=seed,
+        ))  # fmt: skip
+        ends = table.attrs["stages"]
+        n_weights = int(table.n_pruned.max() / table.pruned_fraction.max())
+        timing.update({
+            "later_stages_s": time.perf_counter() - t3,
+            "stage ends (% pruned)": " ".join(f"{100 * e['removed'] / n_weights:.1f}" for e in ends),
+            "re-solve steps": " ".join(f"{e['alpha']:g}" for e in ends if e["alpha"] is not None),
+        })  # fmt: skip
+    timings.append(timing)
     if first is None:
         first = (seed, params, traces)
-    print(f"seed {seed}: blocks {t1 - t0:.0f} s, greedy pass {t2 - t1:.0f} s")
+    print(f"seed {seed}: " + ", ".join(f"{k} {v:.0f}" for k, v in timing.items()
+                                       if k.endswith("_s")))  # fmt: skip
 results = {}
-for update, path in ((True, out), (False, out_mask)):
+for update, path in ((True, out), (False, out_mask), ("ms", out_ms)):
+    if update not in variants:
+        continue
     results[update] = pd.concat(tables[update], ignore_index=True)[RESULT_COLUMNS]
     with atomic_path(path) as tmp:
         results[update].to_csv(tmp, index=False)
@@ -116,29 +155,33 @@ display(pd.DataFrame(timings))
 # %% [markdown]
 # ## Accuracy against the fraction pruned, one line per training seed
 #
-# Solid: global OBS with the weight update; dashed: the same removals, mask only. Right: 80-99%.
+# Solid: global OBS with the weight update; dashed: the same removals, mask only; dash-dotted (with
+# `out_ms`): multi-stage. Right: 80-99%.
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
 colors = {
-    "obs": COLORS.get("obs_global", "tab:olive"),
-    "obs_mask": COLORS.get("obs_mask_global", "tab:cyan"),
+    True: COLORS.get("obs_global", "tab:olive"),
+    False: COLORS.get("obs_mask_global", "tab:cyan"),
+    "ms": COLORS.get("obs_ms_global", "darkgreen"),
 }
+names = {True: "with update", False: "mask only", "ms": "multi-stage"}
 for ax in axes:
-    for update, style in ((True, "-"), (False, "--")):
+    for update, style in ((True, "-"), (False, "--"), ("ms", "-.")):
+        if update not in results:
+            continue
         for seed, g in results[update].groupby("seed"):
-            ax.plot(100 * g.fraction, g.accuracy, style, alpha=0.8,
-                    color=colors["obs" if update else "obs_mask"],
-                    label=f"{'with update' if update else 'mask only'}, seed {seed}")  # fmt: skip
+            ax.plot(100 * g.fraction, g.accuracy, style, alpha=0.8, color=colors[update],
+                    label=f"{names[update]}, seed {seed}")  # fmt: skip
     ax.set(xlabel="weights pruned (%)", ylabel="test accuracy", ylim=(0, 1))
     ax.grid(alpha=0.3)
 axes[0].set(xlim=(0, 100), title=f"{variants[True]}: global OBS, no retraining")
 axes[1].set(xlim=(80, 99), title="the same, 80-99% pruned")
-axes[1].legend(fontsize=7, ncol=2)
+axes[1].legend(fontsize=7, ncol=len(results))
 plt.show()
 at = [f for f in (0.5, 0.8, 0.9, 0.95) if np.isclose(levels, f).any()]
 rows = []
-for update in (True, False):
+for update in results:
     r = results[update]
     for f in at:
         g = r[np.isclose(r.fraction, f)]

@@ -155,6 +155,7 @@ def test_global_obs_and_blog_replay_findings(tmp_path):
             f"magnitude-global-{model}": [_cliff(0.40), _cliff(0.41)],
             f"obs-layerwise-{model}": [_cliff(0.70), _cliff(0.85)],
         }
+    curves["obs_ms-global-plain"] = [_cliff(0.955), _cliff(0.935)]
     _write_sweeps(root, curves)
     levels = [1, 2, 30, 40]
     logged = [0.9656, 0.9656, 0.9601, 0.5]
@@ -169,11 +170,26 @@ def test_global_obs_and_blog_replay_findings(tmp_path):
         "strongest one-shot method: 97.0 ± 0.0% test accuracy at 90%"
         in found["global-obs"].headline
     )
+    ms = found["multistage-obs"]
+    assert ms.held is True, ms.text
+    assert (
+        "prunes 94.0 ± 1.4% of the weights within 1 point, against 92.5 ± 0.7% one-shot" in ms.text
+    )
+    assert "gain per seed 1 to 2 points, 2 seeds" in ms.text
+    assert ms.text.endswith("The goal of 93% within 1 point is reached.")
     assert found["blog-replay"].held is True, found["blog-replay"].text
     assert "4 of 4 logged levels" in found["blog-replay"].text
     assert "3 of 3 levels from 1% to 30% in every one of its 20" in found["blog-replay"].text
     # layer-wise OBS ahead at 95% on one seed: the claim must fail
-    _write_sweeps(tmp_path / "again", curves | {"obs-layerwise-plain": [_cliff(0.7), _cliff(0.96)]})
+    _write_sweeps(
+        tmp_path / "again",
+        curves
+        | {
+            "obs-layerwise-plain": [_cliff(0.7), _cliff(0.96)],
+            # multi-stage behind one-shot at 95% on seed 1
+            "obs_ms-global-plain": [_cliff(0.955), _cliff(0.91)],
+        },
+    )
     (tmp_path / "again" / "blog_replay.csv").write_text(
         (root / "blog_replay.csv").read_text().replace("0.9601,0.9601", "0.9601,0.9611", 1)
     )
@@ -181,6 +197,8 @@ def test_global_obs_and_blog_replay_findings(tmp_path):
     assert again["global-obs"].held is False
     assert "was not the strongest one-shot method on every seed" in again["global-obs"].headline
     assert again["blog-replay"].held is False
+    assert again["multistage-obs"].held is False
+    assert again["multistage-obs"].text.endswith("is not reached on every seed.")
 
 
 def test_cli_rejects_a_missing_results_folder(tmp_path, capsys):
