@@ -64,7 +64,7 @@ def _rounds(width: int, data, rounds: int) -> pd.DataFrame:
         "blocks": blocks,
         "greedy": greedy,
         "sweep": lambda: obs.global_obs_sweep(
-            params, x, y, levels, xt, yt, traces=state["traces"]
+            params, x, y, levels, xt, yt, traces=state["traces"], stages=1
         ).accuracy.to_numpy(),
     }
     # Warm-up: the diagonal at full size (cheap), global OBS on 500 examples, which compiles the

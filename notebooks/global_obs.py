@@ -116,7 +116,7 @@ for path in models:
     t2 = time.perf_counter()
     for update in (True, False):
         table = obs.global_obs_sweep(params, x_curv, y_curv, levels, x_test, y_test,
-                                     traces=traces, update=update)  # fmt: skip
+                                     traces=traces, update=update, stages=1)  # fmt: skip
         tables[update].append(table.assign(
             variant=variants[update], saliency="obs" if update else "obs_mask", scope="global",
             model=model_name, include_biases=False, seed=seed,
@@ -199,7 +199,7 @@ display(pd.DataFrame(rows).set_index(["variant", "fraction"]).round(4))
 seed0, params0, traces0 = first
 rows = []
 for f in at:
-    pruned = obs.global_obs_prune(params0, None, None, f, traces=traces0)
+    pruned = obs.global_obs_prune(params0, None, None, f, traces=traces0, stages=1)
     s = layer_sparsity(pruned)
     s = s[s.tensor == "kernel"].set_index("layer").fraction_pruned
     rows.append(pd.Series(s.values, index=[f"layer {i}" for i in s.index], name=f"{f:.0%}"))

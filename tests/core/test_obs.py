@@ -346,14 +346,16 @@ def test_global_obs_sweep_levels_counts_and_one_pass(update):
     params[0]["bias"] = params[0]["bias"] + 0.1
     fractions = [0.0, 0.25, 0.5, 0.9, 1.0]
     traces = obs.global_obs_traces(params, x, y)
-    table = obs.global_obs_sweep(params, x, y, fractions, x, y, traces=traces, update=update)
+    table = obs.global_obs_sweep(
+        params, x, y, fractions, x, y, traces=traces, update=update, stages=1
+    )
     assert isinstance(table, pd.DataFrame)
     assert list(table.columns) == ["fraction", "pruned_fraction", "n_pruned", "accuracy", "loss"]
     n = sum(int(np.size(p["kernel"])) for p in params)
     np.testing.assert_array_equal(table.n_pruned, prune_counts(fractions, n))
     assert table.accuracy.iloc[0] == pytest.approx(float(accuracy(params, x, y)))
     for f, acc, ce in zip(fractions, table.accuracy, table.loss, strict=True):
-        pruned = obs.global_obs_prune(params, x, y, f, traces=traces, update=update)
+        pruned = obs.global_obs_prune(params, x, y, f, traces=traces, update=update, stages=1)
         assert float(accuracy(pruned, x, y)) == pytest.approx(acc, abs=1e-6)
         assert float(loss(pruned, x, y)) == pytest.approx(ce, rel=1e-5)
         zeros = sum(int((np.asarray(q["kernel"]) == 0).sum()) for q in pruned)
@@ -365,8 +367,8 @@ def test_global_obs_sweep_levels_counts_and_one_pass(update):
                 np.testing.assert_array_equal(np.asarray(q["kernel"])[kept],
                                               np.asarray(p["kernel"])[kept])  # fmt: skip
     # the two flavours remove the same weights
-    with_update = obs.global_obs_prune(params, x, y, 0.5, traces=traces, update=True)
-    mask_only = obs.global_obs_prune(params, x, y, 0.5, traces=traces, update=False)
+    with_update = obs.global_obs_prune(params, x, y, 0.5, traces=traces, update=True, stages=1)
+    mask_only = obs.global_obs_prune(params, x, y, 0.5, traces=traces, update=False, stages=1)
     for p, q in zip(with_update, mask_only, strict=True):
         np.testing.assert_array_equal(np.asarray(p["kernel"]) == 0, np.asarray(q["kernel"]) == 0)
 
@@ -381,8 +383,10 @@ def test_global_obs_update_lowers_the_loss_at_low_sparsity(toy_data):
     traces = obs.global_obs_traces(params, x, y, damping=1e-3)
     base = float(loss(params, x, y))
     for f in (0.1, 0.2):
-        upd = float(loss(obs.global_obs_prune(params, x, y, f, traces=traces), x, y)) - base
-        mask = obs.global_obs_prune(params, x, y, f, traces=traces, update=False)
+        upd = (
+            float(loss(obs.global_obs_prune(params, x, y, f, traces=traces, stages=1), x, y)) - base
+        )
+        mask = obs.global_obs_prune(params, x, y, f, traces=traces, update=False, stages=1)
         assert upd < float(loss(mask, x, y)) - base
 
 
@@ -391,52 +395,52 @@ def test_global_obs_accepts_nnx_models():
     from obd.study import architectures
 
     params, x, y = _deep_net(seed=5, sizes=(6, 5, 3), dtype=jnp.float32)
-    a = obs.global_obs_sweep(params, x, y, [0.0, 0.5], x, y)
-    b = obs.global_obs_sweep(module_from_params(params), x, y, [0.0, 0.5], x, y)
+    a = obs.global_obs_sweep(params, x, y, [0.0, 0.5], x, y, stages=1)
+    b = obs.global_obs_sweep(module_from_params(params), x, y, [0.0, 0.5], x, y, stages=1)
     pd.testing.assert_frame_equal(a, b)
     seq = nets.mlp((6, 5, 4, 3), rngs=nnx.Rngs(0), activation=jax.nn.leaky_relu)
     plain = [{"kernel": layer.kernel[...], "bias": layer.bias[...]} for layer in seq.layers
              if isinstance(layer, nnx.Linear)]  # fmt: skip
-    c = obs.global_obs_sweep(seq, x, y, [0.0, 0.3, 0.7], x, y)
-    d = obs.global_obs_sweep(plain, x, y, [0.0, 0.3, 0.7], x, y, activation="leaky_relu")
+    c = obs.global_obs_sweep(seq, x, y, [0.0, 0.3, 0.7], x, y, stages=1)
+    d = obs.global_obs_sweep(plain, x, y, [0.0, 0.3, 0.7], x, y, activation="leaky_relu", stages=1)
     pd.testing.assert_frame_equal(c, d)
     with pytest.raises(ValueError, match="dense layers"):
-        obs.global_obs_sweep(architectures.lenet5(nnx.Rngs(0)), x, y, [0.5], x, y)
+        obs.global_obs_sweep(architectures.lenet5(nnx.Rngs(0)), x, y, [0.5], x, y, stages=1)
 
 
 def test_global_obs_bad_input_raises_value_error():
     params, x, y = _deep_net(seed=6, sizes=(6, 5, 3), dtype=jnp.float32)
     sweep_ = obs.global_obs_sweep
     with pytest.raises(ValueError, match="fraction"):
-        sweep_(params, x, y, [0.5, 1.5], x, y)
+        sweep_(params, x, y, [0.5, 1.5], x, y, stages=1)
     with pytest.raises(ValueError, match="damping"):
-        sweep_(params, x, y, [0.5], x, y, damping=-1.0)
+        sweep_(params, x, y, [0.5], x, y, damping=-1.0, stages=1)
     with pytest.raises(ValueError, match="singular"):
-        sweep_(params, x, y, [0.5], x, y, damping=0.0)  # input 2 is blank
+        sweep_(params, x, y, [0.5], x, y, damping=0.0, stages=1)  # input 2 is blank
     with pytest.raises(ValueError, match="update"):
-        sweep_(params, x, y, [0.5], x, y, update="yes")
+        sweep_(params, x, y, [0.5], x, y, update="yes", stages=1)
     bad = x.copy()
     bad[3, 1] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
-        sweep_(params, bad, y, [0.5], x, y)
+        sweep_(params, bad, y, [0.5], x, y, stages=1)
     with pytest.raises(ValueError, match="labels"):
-        sweep_(params, x, y + 5, [0.5], x, y)
+        sweep_(params, x, y + 5, [0.5], x, y, stages=1)
     with pytest.raises(ValueError, match="x must be"):
-        sweep_(params, x[:, :4], y, [0.5], x, y)
+        sweep_(params, x[:, :4], y, [0.5], x, y, stages=1)
     with pytest.raises(ValueError, match="x_test"):
-        sweep_(params, x, y, [0.5], x[:, :4], y)
+        sweep_(params, x, y, [0.5], x[:, :4], y, stages=1)
     with pytest.raises(ValueError, match="y_test"):
-        sweep_(params, x, y, [0.5], x, y[:-1])
+        sweep_(params, x, y, [0.5], x, y[:-1], stages=1)
     with pytest.raises(ValueError, match="batch_size"):
         obs.unit_blocks(params, x, y, batch_size=0)
     with pytest.raises(ValueError, match="blocks"):
         obs.global_obs_traces(params, x, y, blocks=obs.unit_blocks(params, x, y)[:1])
     with pytest.raises(ValueError, match="traces"):
-        sweep_(params, x, y, [0.5], x, y, traces=obs.global_obs_traces(params, x, y)[:1])
+        sweep_(params, x, y, [0.5], x, y, traces=obs.global_obs_traces(params, x, y)[:1], stages=1)
     with pytest.raises(ValueError, match="k must be"):
         obs.global_allocate(obs.global_obs_traces(params, x, y), 10**6)
     with pytest.raises(ValueError, match="single number"):
-        obs.global_obs_prune(params, x, y, [0.1, 0.2])
+        obs.global_obs_prune(params, x, y, [0.1, 0.2], stages=1)
 
 
 # --- input checks, MLPs with other activations ---------------------------------------------------
@@ -471,10 +475,10 @@ def test_global_obs_evaluates_an_mlp_with_its_own_activation(toy_data, toy_net, 
     want_acc = float((logits.argmax(-1) == yt).mean())
     want_loss = float(optax.softmax_cross_entropy_with_integer_labels(logits, yt).mean())
     # a large damping: the exact blocks of an untrained tanh or sigmoid toy_net are indefinite
-    table = obs.global_obs_sweep(module, x, y, [0.0, 0.5], xt, yt, damping=1e3)
+    table = obs.global_obs_sweep(module, x, y, [0.0, 0.5], xt, yt, damping=1e3, stages=1)
     assert table["accuracy"][0] == pytest.approx(want_acc, abs=1e-6)
     assert table["loss"][0] == pytest.approx(want_loss, rel=1e-5)
-    pruned = obs.global_obs_prune(module, x, y, 0.5, damping=1e3)
+    pruned = obs.global_obs_prune(module, x, y, 0.5, damping=1e3, stages=1)
     pruned_module = module_from_params(pruned, activation=activation)
     logits = pruned_module(jnp.asarray(xt))
     assert table["loss"][1] == pytest.approx(
@@ -487,7 +491,7 @@ def test_global_obs_evaluates_an_mlp_with_its_own_activation(toy_data, toy_net, 
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match=f"activation='relu' conflicts with the model's own "
                                          f"activation '{activation}'"):  # fmt: skip
-        obs.global_obs_sweep(module, x, y, [0.5], xt, yt, activation="relu")
+        obs.global_obs_sweep(module, x, y, [0.5], xt, yt, activation="relu", stages=1)
 
 
 def test_obs_refuses_nan_weights_and_non_finite_results(toy_data, toy_net):
@@ -496,9 +500,9 @@ def test_obs_refuses_nan_weights_and_non_finite_results(toy_data, toy_net):
     bad[0]["bias"][2] = np.inf
     for fn in (
         lambda p: obs.obs_sweep(p, x, [0.0, 0.5], xt, yt),
-        lambda p: obs.global_obs_sweep(p, x, y, [0.0, 0.5], xt, yt),
+        lambda p: obs.global_obs_sweep(p, x, y, [0.0, 0.5], xt, yt, stages=1),
     ):
         with pytest.raises(ValueError, match=r"parameter params\[0\]\['bias'\] holds 1 non-finite"):
             fn(bad)
     with pytest.raises(ValueError, match=r"not finite|damping"):
-        obs.global_obs_sweep(toy_net, x, y, [0.0, 0.5], xt, yt, damping=1e300)
+        obs.global_obs_sweep(toy_net, x, y, [0.0, 0.5], xt, yt, damping=1e300, stages=1)

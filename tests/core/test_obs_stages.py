@@ -80,7 +80,7 @@ def _one_shot_path(params, x, y, ends, fraction, damping):
     n = sum(int(np.size(p["kernel"])) for p in params)
     state = params
     for k in [*ends, int(prune_counts(fraction, n))]:
-        state = obs.global_obs_prune(state, x, y, k / n, damping=damping)
+        state = obs.global_obs_prune(state, x, y, k / n, damping=damping, stages=1)
     return state
 
 
@@ -91,14 +91,16 @@ def test_stages_continue_from_each_stage_as_a_fresh_one_shot_prune():
         for stages, fraction in ((2, 0.6), (3, 0.8)):
             ends = stage_bounds(prune_counts([fraction], n), n, 0, stages)
             assert len(ends) == stages - 1
-            got = obs.global_obs_prune(params, x, y, fraction, stages=stages, damping=0.05)
+            got = obs.global_obs_prune(
+                params, x, y, fraction, stages=stages, resolve=False, damping=0.05
+            )
             ref = _one_shot_path(params, x, y, ends, fraction, 0.05)
             for g, r in zip(got, ref, strict=True):
                 np.testing.assert_allclose(g["kernel"], r["kernel"], rtol=1e-9, atol=1e-12)
                 np.testing.assert_array_equal(np.asarray(g["kernel"]) == 0,
                                               np.asarray(r["kernel"]) == 0)  # fmt: skip
             # the first stage's zeros are kept to the end
-            first = obs.global_obs_prune(params, x, y, ends[0] / n, damping=0.05)
+            first = obs.global_obs_prune(params, x, y, ends[0] / n, damping=0.05, stages=1)
             for a, b in zip(_zeros(first), _zeros(got), strict=True):
                 assert not np.any(a & ~b)
 
@@ -108,8 +110,10 @@ def test_a_staged_sweep_shares_one_path_and_matches_prune():
     with jax.enable_x64(True):
         params, x, y = _net(seed=3)
         n = sum(int(np.size(p["kernel"])) for p in params)
-        one = obs.global_obs_sweep(params, x, y, fractions, x, y, damping=0.05)
-        table = obs.global_obs_sweep(params, x, y, fractions, x, y, damping=0.05, stages=3)
+        one = obs.global_obs_sweep(params, x, y, fractions, x, y, damping=0.05, stages=1)
+        table = obs.global_obs_sweep(
+            params, x, y, fractions, x, y, damping=0.05, stages=3, resolve=False
+        )
         ends = [r["removed"] for r in table.attrs["stages"]]
         assert ends == stage_bounds(prune_counts(fractions, n), n, 0, 3)
         np.testing.assert_array_equal(table.n_pruned, prune_counts(fractions, n))
@@ -119,10 +123,12 @@ def test_a_staged_sweep_shares_one_path_and_matches_prune():
         np.testing.assert_allclose(table.accuracy[early], one.accuracy[early])
         np.testing.assert_allclose(table.loss[early], one.loss[early], rtol=1e-12)
         # the largest level below 100% is the staged prune to it
-        pruned = obs.global_obs_prune(params, x, y, 0.85, damping=0.05, stages=3)
+        pruned = obs.global_obs_prune(params, x, y, 0.85, damping=0.05, stages=3, resolve=False)
         assert table.loss.iloc[4] == pytest.approx(float(loss(pruned, x, y)), rel=1e-9)
         # stages=1 is today's one-shot sweep, with or without resolve
-        again = obs.global_obs_sweep(params, x, y, fractions, x, y, damping=0.05, resolve=True)
+        again = obs.global_obs_sweep(
+            params, x, y, fractions, x, y, damping=0.05, stages=1, resolve=True
+        )
         np.testing.assert_array_equal(again.loss, one.loss)
         assert again.attrs["stages"] == []
 
@@ -153,7 +159,7 @@ def test_newton_directions_solve_each_units_exact_block_against_jax_hessian():
 
 def test_resolve_step_lowers_the_loss_and_keeps_zeros():
     params, x, y = _net(seed=5, dtype=jnp.float32)
-    pruned = obs.global_obs_prune(params, x, y, 0.6, damping=0.05)
+    pruned = obs.global_obs_prune(params, x, y, 0.6, damping=0.05, stages=1)
     blocks = obs.unit_blocks(pruned, x, y)
     moved, alpha = resolve_step(pruned, blocks, x, y, damping=0.05, activation="relu")
     assert alpha in (0.0, *STEP_LENGTHS)
@@ -168,6 +174,25 @@ def test_resolve_step_lowers_the_loss_and_keeps_zeros():
     )
     assert all(r["alpha"] in (0.0, *STEP_LENGTHS) for r in table.attrs["stages"])
     np.testing.assert_array_equal(table.n_pruned, prune_counts([0.3, 0.6, 0.8], 7 * 6 + 30 + 15))
+
+
+def test_the_default_is_the_setting_chosen_on_validation_data():
+    """8 stages with the re-solve by default (bench/global_obs_stages.md); stages=1 is one-shot,
+    which mask only (update=False) needs."""
+    import inspect
+
+    from obd.obs.stages import DEFAULT_RESOLVE, DEFAULT_STAGES
+
+    assert (DEFAULT_STAGES, DEFAULT_RESOLVE) == (8, True)
+    for fn in (obs.global_obs_sweep, obs.global_obs_prune):
+        sig = inspect.signature(fn).parameters
+        assert (sig["stages"].default, sig["resolve"].default) == (8, True)
+    params, x, y = _net(seed=8, dtype=jnp.float32)
+    table = obs.global_obs_sweep(params, x, y, [0.5, 0.9], x, y, damping=0.05)
+    assert len(table.attrs["stages"]) == 7
+    assert all(r["alpha"] is not None for r in table.attrs["stages"])
+    with pytest.raises(ValueError, match="stages > 1 needs update=True"):
+        obs.global_obs_prune(params, x, y, 0.5, update=False)
 
 
 def test_stages_bad_input_raises_value_error():

@@ -253,9 +253,9 @@ def test_sweeps_count_the_zeros_a_model_already_has(toy_data, toy_net):
     assert table.n_pruned[0] == z and table.n_pruned[1] == z
     net_table = obs_sweep_model(sparse, x, fractions, xt, yt)
     pd.testing.assert_series_equal(net_table.n_pruned, table.n_pruned)
-    table = obs.global_obs_sweep(sparse, x, y, fractions, xt, yt)
+    table = obs.global_obs_sweep(sparse, x, y, fractions, xt, yt, stages=1)
     for f, row in zip(fractions, table.itertuples(), strict=True):
-        assert row.n_pruned == kernel_zeros(obs.global_obs_prune(sparse, x, y, f))
+        assert row.n_pruned == kernel_zeros(obs.global_obs_prune(sparse, x, y, f, stages=1))
     assert list(table.n_pruned) == [z, z, prune_counts(0.6, n)]
 
 

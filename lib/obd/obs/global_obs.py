@@ -39,7 +39,14 @@ from obd.obs.levels import (
     with_kernels,
     zero_counts,
 )
-from obd.obs.stages import check_resolve, check_stages, resolve_step, stage_bounds
+from obd.obs.stages import (
+    DEFAULT_RESOLVE,
+    DEFAULT_STAGES,
+    check_resolve,
+    check_stages,
+    resolve_step,
+    stage_bounds,
+)
 from obd.prune import prune_counts
 
 
@@ -241,8 +248,8 @@ def global_obs_prune(
     update: bool = True,
     activation: str | None = None,
     traces: list[LayerTrace] | None = None,
-    stages: int = 1,
-    resolve: bool = False,
+    stages: int = DEFAULT_STAGES,
+    resolve: bool = DEFAULT_RESOLVE,
     batch_size: int | None = None,
 ) -> Params:
     """Prune ``fraction`` of all kernel weights by global OBS (biases kept).
@@ -250,10 +257,11 @@ def global_obs_prune(
     ``k = floor(fraction * n + 0.5)`` of the ``n`` kernel weights become exactly zero, allocated
     across units and layers by :func:`global_allocate`; with ``update`` the remaining weights of
     each unit take the OBS update of its block, without it they keep their values (mask only).
-    With ``stages > 1`` the density falls geometrically in ``stages`` steps, the blocks recomputed
-    on ``(x, y)`` at the pruned, updated weights after each (and, with ``resolve``, a Newton
-    re-solve of the remaining weights): :mod:`obd.obs.stages`; ``traces`` then serve the first
-    stage only. ``stages > 1`` needs ``update``.
+    With ``stages > 1`` (the default: 8 stages with ``resolve``, chosen on validation data) the
+    density falls geometrically in ``stages`` steps, the blocks recomputed on ``(x, y)`` at the
+    pruned, updated weights after each (and, with ``resolve``, a Newton re-solve of the remaining
+    weights): :mod:`obd.obs.stages`; ``traces`` then serve the first stage only. ``stages=1`` is
+    one-shot; ``stages > 1`` needs ``update`` (mask only is one-shot).
     """
     f = np.asarray(fraction, np.float64)
     if f.ndim != 0:
@@ -301,8 +309,8 @@ def global_obs_sweep(
     traces: list[LayerTrace] | None = None,
     batch_size: int | None = None,
     level_batch: int | None = None,
-    stages: int = 1,
-    resolve: bool = False,
+    stages: int = DEFAULT_STAGES,
+    resolve: bool = DEFAULT_RESOLVE,
 ) -> pd.DataFrame:
     """Global OBS at each of ``fractions`` (one-shot, no retraining), evaluated on
     ``(x_test, y_test)``.
@@ -314,7 +322,9 @@ def global_obs_sweep(
     the inverse (:func:`obd.obs.greedy.obs_unit_trace`). Removals are allocated over all units and layers by
     :func:`global_allocate`; ``update=False`` keeps the same removals without the weight update.
     One greedy pass serves every level; ``traces`` (from :func:`global_obs_traces`) skips it.
-    With ``stages > 1`` (multi-stage, :mod:`obd.obs.stages`) the levels share one path: the
+    With ``stages > 1`` (multi-stage, :mod:`obd.obs.stages`; the default, 8 stages with
+    ``resolve``, was chosen on validation data; ``stages=1`` is one-shot) the levels share one
+    path: the
     density falls geometrically to the largest level below 100% in ``stages`` steps, the blocks
     are recomputed on ``(x, y)`` at the pruned, updated weights after each (with ``resolve``, the
     remaining weights re-solved first), and each level is pruned from the last stage that ended
