@@ -209,6 +209,10 @@ def test_stages_bad_input_raises_value_error():
         obs.global_obs_sweep(params, x, y, [0.5], x, y, stages=2, update=False)
     with pytest.raises(ValueError, match="stages > 1 needs update=True"):
         obs.global_obs_prune(params, x, y, 0.5, stages=2, update=False)
+    with pytest.raises(ValueError, match="stages > 1 needs the calibration data x, y"):
+        obs.global_obs_prune(params, None, None, 0.5, traces=obs.global_obs_traces(params, x, y))
+    with pytest.raises(ValueError, match="stages > 1 needs the calibration data x, y"):
+        obs.global_obs_sweep(params, x, None, [0.5], x, y)
     nan = x.copy()
     nan[0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):

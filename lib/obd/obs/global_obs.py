@@ -271,6 +271,7 @@ def global_obs_prune(
     if stages > 1:
         check_damping(damping)
         _check_update_staged(update)
+        _check_calibration(x, y)
         check_finite_params(params)
     if traces is None:
         traces = global_obs_traces(
@@ -285,6 +286,14 @@ def global_obs_prune(
             damping=damping, activation=activation, batch_size=batch_size,
         )  # fmt: skip
     return with_kernels(params, kernels)
+
+
+def _check_calibration(x, y) -> None:
+    if x is None or y is None:
+        raise ValueError(
+            "stages > 1 needs the calibration data x, y (the blocks are recomputed on them "
+            "between stages); pass them, or stages=1 for one-shot from traces alone"
+        )
 
 
 def _check_update_staged(update) -> None:
@@ -349,6 +358,7 @@ def global_obs_sweep(
     stages, resolve = check_stages(stages), check_resolve(resolve)
     if stages > 1:
         _check_update_staged(update)
+        _check_calibration(x, y)
     check_examples(x_test, y_test, num_classes=sizes[-1], name="x_test", label_name="y_test")
     x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
     if x_test.ndim != 2 or x_test.shape[1] != sizes[0]:

@@ -26,7 +26,8 @@ at once, ``delta_R = -(H_RR + lambda I)^-1 g_R`` (:func:`newton_directions`, ``l
 damping of the unit's block). Each unit's step is exact for its own block, but the blocks leave out
 the cross terms between units and layers, so the summed steps overshoot; the step taken is
 ``alpha delta`` with ``alpha`` in ``1, 1/2, ..., 1/128`` of least loss on the calibration data
-(``alpha = 0`` if none lowers it) (:func:`resolve_step`).
+(``alpha = 0`` if none lowers it) (:func:`resolve_step`). The blocks computed before the step
+then serve the next greedy pass from the re-solved weights (they are not computed again).
 """
 
 from __future__ import annotations
