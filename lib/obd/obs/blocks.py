@@ -101,27 +101,34 @@ def _tiles(a: int, tile: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
 
 
+def _chunk_curvature(params: Params, x, y, i, chunk: int, activation: str):
+    """For chunk ``i`` of the examples: each layer's input ``h_l``, its curvature ``D_l`` and the
+    examples' weights (chunk ``i`` covers rows ``[i chunk, (i+1) chunk)``, the last one slid back
+    to end at ``N`` with its rows already seen weighted 0)."""
+    act = activation_fn(activation)
+    dtype = params[0]["kernel"].dtype
+    n = x.shape[0]
+    start = jnp.minimum(i * chunk, n - chunk)
+    xb = jax.lax.dynamic_slice_in_dim(x, start, chunk).astype(dtype)
+    yb = jax.lax.dynamic_slice_in_dim(y, start, chunk)
+    wb = (start + jnp.arange(chunk) >= i * chunk).astype(dtype)
+    hs, zs = _forward_layers(params, xb, act)
+    if activation in PIECEWISE_LINEAR:
+        return hs, _curvature_sqrt(params, hs, zs, act), wb
+    return hs, _curvature_hvp(params, hs, zs, yb, activation), wb
+
+
 @jax.jit(static_argnames=("activation", "chunk", "n_chunks", "tile"))
 def _block_sums(params, x, y, cols, *, activation: str, chunk: int, n_chunks: int, tile: int):
     """``sum_n D_l[n, o] h_l[n, c] h_l[n, c']`` over the columns ``c, c'`` in ``cols[l]``, for
     every layer ``l`` and unit ``o``, as the upper tiles ``{(i, j): [out, |i|, |j|]}`` (``i <= j``)
     of :func:`_tiles`. Chunk ``i`` covers rows ``[i chunk, (i+1) chunk)``, the last one slid back
     to end at ``N`` with its rows already seen weighted 0."""
-    act = activation_fn(activation)
     dtype = params[0]["kernel"].dtype
-    n = x.shape[0]
     tiles = [_tiles(c.size, tile) for c in cols]
 
     def body(i, acc):
-        start = jnp.minimum(i * chunk, n - chunk)
-        xb = jax.lax.dynamic_slice_in_dim(x, start, chunk).astype(dtype)
-        yb = jax.lax.dynamic_slice_in_dim(y, start, chunk)
-        wb = (start + jnp.arange(chunk) >= i * chunk).astype(dtype)
-        hs, zs = _forward_layers(params, xb, act)
-        if activation in PIECEWISE_LINEAR:
-            ds = _curvature_sqrt(params, hs, zs, act)
-        else:
-            ds = _curvature_hvp(params, hs, zs, yb, activation)
+        hs, ds, wb = _chunk_curvature(params, x, y, i, chunk, activation)
         out = []
         for a, h, d, c, ts in zip(acc, hs, ds, cols, tiles, strict=True):
             hc = h[:, c]
@@ -318,20 +325,10 @@ def _support_sums(params, x, y, index, *, activation: str, chunk: int, n_chunks:
     """Per layer ``sum_n D_l[n, o] h_l[n, i] h_l[n, j]`` over ``i, j`` in ``index[l][o]``
     (``[out, m, m]``) and the full diagonal ``sum_n D_l[n, o] h_l[n, i]^2`` (``[out, in]``);
     chunks of examples as :func:`_block_sums`."""
-    act = activation_fn(activation)
     dtype = params[0]["kernel"].dtype
-    n = x.shape[0]
 
     def body(i, acc):
-        start = jnp.minimum(i * chunk, n - chunk)
-        xb = jax.lax.dynamic_slice_in_dim(x, start, chunk).astype(dtype)
-        yb = jax.lax.dynamic_slice_in_dim(y, start, chunk)
-        wb = (start + jnp.arange(chunk) >= i * chunk).astype(dtype)
-        hs, zs = _forward_layers(params, xb, act)
-        if activation in PIECEWISE_LINEAR:
-            ds = _curvature_sqrt(params, hs, zs, act)
-        else:
-            ds = _curvature_hvp(params, hs, zs, yb, activation)
+        hs, ds, wb = _chunk_curvature(params, x, y, i, chunk, activation)
         out = []
         for (blocks, diag), h, d, idx in zip(acc, hs, ds, index, strict=True):
             dw = d * wb[:, None]  # [chunk, out]
