@@ -286,6 +286,17 @@ def unit_blocks(
     return blocks
 
 
+def unit_damping(scales, damping: float) -> np.ndarray:
+    """Each unit's damping ``lambda_o = damping * scales[o]`` (``scales[o] = mean(diag H_o)``,
+    the unit's own curvature), so that one ``damping`` suits layers whose curvatures differ by
+    orders of magnitude. A unit whose scale is zero (a dead unit: ``D = 0`` on every example)
+    gets ``damping`` times the mean over the layer's units instead, or ``damping`` itself if the
+    whole layer is flat."""
+    scale = np.asarray(scales, np.float64)
+    fallback = float(scale.mean()) if scale.mean() > 0 else 1.0
+    return damping * np.where(scale > 0, scale, fallback)
+
+
 def damped_inverses(blocks: np.ndarray, damping: float = GLOBAL_DAMPING) -> np.ndarray:
     """``(H_o + delta_o I)^-1`` for a layer's blocks ``[out, d, d]`` (float64).
 
@@ -300,9 +311,7 @@ def damped_inverses(blocks: np.ndarray, damping: float = GLOBAL_DAMPING) -> np.n
     h = np.asarray(blocks, np.float64)
     if h.ndim != 3 or h.shape[1] != h.shape[2]:
         raise ValueError(f"blocks must be [out, d, d], got shape {h.shape}")
-    scale = np.einsum("oii->o", h) / h.shape[1]
-    fallback = float(scale.mean()) if scale.mean() > 0 else 1.0
-    delta = damping * np.where(scale > 0, scale, fallback)
+    delta = unit_damping(np.einsum("oii->o", h) / h.shape[1], damping)
     h = h + delta[:, None, None] * np.eye(h.shape[1])
     inv = spd_inverse(h)
     if inv is None:

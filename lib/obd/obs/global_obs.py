@@ -29,6 +29,7 @@ from obd.obs.blocks import (
     support_blocks,
     support_index,
     unit_blocks,
+    unit_damping,
 )
 from obd.obs.greedy import LayerTrace, check_damping, obs_unit_trace_compacted, spd_inverse
 from obd.obs.levels import (
@@ -106,8 +107,7 @@ def support_traces(
         kernel = np.asarray(layer["kernel"]).T  # [out, in]
         d_out, d_in = kernel.shape
         m = idx.shape[1]
-        fallback = float(scale.mean()) if scale.mean() > 0 else 1.0
-        lam = damping * np.where(scale > 0, scale, fallback)
+        lam = unit_damping(scale, damping)
         inv = spd_inverse(np.asarray(b, np.float64) + lam[:, None, None] * np.eye(m))
         if inv is None:
             raise singular_block_error()

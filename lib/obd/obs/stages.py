@@ -38,6 +38,7 @@ import numpy as np
 
 from obd.mlp import loss as mlp_loss
 from obd.network import Params
+from obd.obs.blocks import unit_damping
 
 #: The default of ``global_obs_sweep`` and ``global_obs_prune``: chosen on validation data (the
 #: study's MLP trained on 55,000 images, the last 5,000 held out: ``bench/global_obs_stages.md``),
@@ -117,9 +118,8 @@ def newton_directions(
         idx = (
             np.broadcast_to(np.arange(kernel.shape[1]), kernel.shape) if index is None else index[i]
         )
-        scale = np.einsum("oii->o", h) / h.shape[1] if scales is None else np.asarray(scales[i])
-        fallback = float(scale.mean()) if scale.mean() > 0 else 1.0
-        lam = damping * np.where(scale > 0, scale, fallback)
+        scale = np.einsum("oii->o", h) / h.shape[1] if scales is None else scales[i]
+        lam = unit_damping(scale, damping)
         keep = (np.take_along_axis(kernel, idx, axis=1) != 0).astype(np.float64)  # [out, m]
         a = h * keep[:, :, None] * keep[:, None, :]
         a += np.eye(h.shape[1]) * (lam[:, None] * keep + (1.0 - keep))[:, :, None]
