@@ -21,7 +21,7 @@ unchanged). Dropout applies to the plain MLP only.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -291,6 +291,11 @@ def iterative_prune(
     progress: bool = False,
     return_params: bool = False,
     lr_schedule: str = "constant",
+    x_val=None,
+    y_val=None,
+    break_error: float | None = None,
+    patience: int = 2,
+    on_round: Callable[[int, Any, Any], None] | None = None,
 ):
     """Prune kernels to each fraction of ``schedule`` in turn, retraining after each round.
 
@@ -307,6 +312,15 @@ def iterative_prune(
     parameters. ``lr_schedule`` is that of :func:`retrain_masked`, applied to each round.
     ``retrain_steps`` is one count for every round or a list with one count per round of
     ``schedule`` (e.g. longer retraining at the high levels).
+
+    **Validation and the break point.** With ``x_val, y_val`` every row also holds
+    ``val_accuracy`` and ``val_loss`` (after retraining; round 0 is the unpruned model). With
+    ``break_error`` (a fraction, e.g. ``0.0199``; needs the validation set) the run stops early,
+    at its *break point*: after ``patience`` rounds in a row whose validation error exceeds
+    ``break_error``, so a schedule can run on towards 100% and the method itself says where it
+    fails. The decision sees the validation set only; the test columns are readings.
+    ``on_round(round, params, keep)`` is called after each round's retraining (the model and its
+    boolean mask, True = kept), e.g. to record per-layer sparsity along the path.
     """
     if saliency not in SALIENCIES:
         raise ValueError(f"unknown saliency {saliency!r}; accepted: {', '.join(SALIENCIES)}")
@@ -323,8 +337,26 @@ def iterative_prune(
     seed = check_number("seed", seed, lo=0, integer=True)
     check_number("learning_rate", learning_rate, lo=0, lo_open=True)
     check_number("dropout_rate", dropout_rate, lo=0, hi=1, hi_open=True)
+    patience = _positive_int("patience", patience)
+    if (x_val is None) != (y_val is None):
+        raise ValueError("x_val and y_val go together: give both (a validation set) or neither")
+    if break_error is not None:
+        if x_val is None:
+            raise ValueError(
+                "break_error needs a validation set (x_val, y_val): the break point is decided "
+                "on validation data, never on the test set"
+            )
+        check_number("break_error", break_error, lo=0, hi=1, lo_open=True, hi_open=True)
+    if on_round is not None and not callable(on_round):
+        raise ValueError(
+            f"on_round must be a function (round, params, keep) or None, got {on_round!r}"
+        )
     x_train, y_train = np.asarray(x_train), np.asarray(y_train)
     x_test, y_test = np.asarray(x_test), np.asarray(y_test)
+    sets = [(x_train, y_train, "train"), (x_test, y_test, "test")]
+    if x_val is not None:
+        x_val, y_val = np.asarray(x_val), np.asarray(y_val)
+        sets.append((x_val, y_val, "val"))
     module = is_module(params)
     if module:
         net, flat, _ = as_network(params)
@@ -332,34 +364,45 @@ def iterative_prune(
         act_arg = None
         if dropout_rate != 0:
             raise ValueError("dropout_rate applies to the plain MLP only; NNX models take 0.0")
-        for xs, which in ((x_train, "x_train"), (x_test, "x_test")):
+        for xs, _, which in sets:
             try:
                 input_check(net, flat, xs)
             except ValueError as err:
-                raise ValueError(f"{which}: {err}") from None
+                raise ValueError(f"x_{which}: {err}") from None
     else:
         activation_fn(activation)
         sizes = layer_sizes(params)
         classes, act_arg = sizes[-1], activation
-        for xs, ys, which in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+        for xs, ys, which in sets:
             if xs.ndim != 2 or xs.shape[1] != sizes[0] or ys.shape != xs.shape[:1]:
                 raise ValueError(
                     f"x_{which} must be [N, {sizes[0]}] and y_{which} [N]; got {xs.shape}, "
                     f"{ys.shape}"
                 )
-    for xs, ys, which in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+    for xs, ys, which in sets:
         check_examples(xs, ys, num_classes=classes, name=f"x_{which}", label_name=f"y_{which}")
     check_trainable(flat if module else params, x_train, name="x_train")
     x_h, y_h = (x_train, y_train) if hessian_examples is None else (
         x_train[:hessian_examples], y_train[:hessian_examples])  # fmt: skip
     x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
+    if x_val is not None:
+        x_val, y_val = jnp.asarray(x_val), jnp.asarray(y_val)
     if not module:
         params = jax.tree.map(jnp.asarray, params)
+
+    def validation() -> dict[str, float]:
+        if x_val is None:
+            return {}
+        a, c = _evaluate(params, x_val, y_val, activation)
+        return {"val_accuracy": float(a), "val_loss": float(c)}
+
     keep = _initial_keep(params)
     acc, ce = _evaluate(params, x_test, y_test, activation)
     rows = [dict(round=0, fraction=0.0, n_pruned=_kernel_counts(keep)[0],
                  accuracy_pruned=float(acc), loss_pruned=float(ce), accuracy=float(acc),
-                 loss=float(ce), train_loss=float("nan"), retrain_steps=0, seconds=0.0)]  # fmt: skip
+                 loss=float(ce), train_loss=float("nan"), retrain_steps=0, seconds=0.0,
+                 **validation())]  # fmt: skip
+    over = 0  # rounds in a row whose validation error exceeds break_error
     bar = tqdm(schedule, desc=f"iterative {saliency}", disable=not progress)
     for r, target in enumerate(bar, start=1):
         t0 = time.perf_counter()
@@ -388,12 +431,20 @@ def iterative_prune(
         )  # fmt: skip
         acc, ce = _evaluate(params, x_test, y_test, activation)
         n_pruned, _ = _kernel_counts(keep)
+        val = validation()
         rows.append(dict(round=r, fraction=float(target), n_pruned=n_pruned,
                          accuracy_pruned=float(acc_p), loss_pruned=float(ce_p),
                          accuracy=float(acc), loss=float(ce), train_loss=train_loss,
                          retrain_steps=steps_per_round[r - 1],
-                         seconds=time.perf_counter() - t0))  # fmt: skip
+                         seconds=time.perf_counter() - t0, **val))  # fmt: skip
         bar.set_postfix(pruned=f"{target:.1%}", acc=f"{float(acc):.4f}")
+        if on_round is not None:
+            on_round(r, params, keep)
+        if break_error is not None:
+            over = over + 1 if 1.0 - val["val_accuracy"] > break_error else 0
+            if over >= patience:
+                break
+    bar.close()
     _, n = _kernel_counts(keep)
     df = pd.DataFrame(rows)
     df.insert(0, "saliency", saliency)
@@ -401,5 +452,6 @@ def iterative_prune(
     df.insert(4, "pruned_fraction", df["n_pruned"] / n)
     df = df[["saliency", "scope", "round", "fraction", "pruned_fraction", "n_pruned",
              "accuracy_pruned", "loss_pruned", "accuracy", "loss", "train_loss",
-             "retrain_steps", "seconds"]]  # fmt: skip
+             "retrain_steps", "seconds"]
+            + (["val_accuracy", "val_loss"] if x_val is not None else [])]  # fmt: skip
     return (df, params) if return_params else df

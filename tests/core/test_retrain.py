@@ -304,3 +304,73 @@ def test_iterative_pruning_keeps_existing_zeros_pruned(toy_data, toy_net):
     assert kernel_zeros(out) == df.n_pruned.iloc[-1]
     for before, after in zip(sparse, out, strict=True):  # retraining revived none of them
         assert not np.asarray(after["kernel"])[np.asarray(before["kernel"]) == 0].any()
+
+
+# --- validation and the break point --------------------------------------------------------------
+
+
+def _break_round(val_errors, threshold, patience):
+    """Brute force: the round at which ``patience`` rounds in a row exceed ``threshold``."""
+    over = 0
+    for r, e in enumerate(val_errors[1:], start=1):
+        over = over + 1 if e > threshold else 0
+        if over >= patience:
+            return r
+    return len(val_errors) - 1
+
+
+def test_iterative_prune_stops_at_its_break_point_on_validation_data(trained):
+    """With ``break_error`` the run is the unbroken run cut after the first ``patience`` rounds
+    in a row whose validation error exceeds it, whatever the test set says; every threshold that
+    the unbroken run's validation errors allow is tried."""
+    params, (x, y, xt, yt) = trained
+    xv, yv = x[400:], y[400:]
+    kw = dict(schedule=[0.5, 0.8, 0.9, 0.95, 0.98], retrain_steps=60, learning_rate=1e-3)
+    full = iterative_prune(params, x[:400], y[:400], xt, yt, x_val=xv, y_val=yv, **kw)
+    acc, _ = retrain._evaluate(params, jnp.asarray(xv), jnp.asarray(yv), "relu")
+    assert full.loc[0, "val_accuracy"] == pytest.approx(float(acc))
+    errors = (1 - full["val_accuracy"]).to_numpy()
+    assert errors[-1] > errors[1]  # the sparsest round is worse on validation: a break exists
+    cut_early = 0
+    for threshold in sorted(set(errors[1:])):
+        for patience in (1, 2):
+            stop = _break_round(errors, threshold - 1e-9, patience)
+            cut = iterative_prune(params, x[:400], y[:400], xt, yt, x_val=xv, y_val=yv,
+                                  break_error=threshold - 1e-9, patience=patience, **kw)  # fmt: skip
+            assert cut["round"].tolist() == list(range(stop + 1))
+            cols = ["n_pruned", "accuracy", "val_accuracy", "train_loss"]
+            pd.testing.assert_frame_equal(cut[cols], full[cols].iloc[: stop + 1])
+            cut_early += stop < len(errors) - 1
+    assert cut_early > 0
+
+
+def test_iterative_prune_reports_each_round_to_on_round(trained):
+    params, data = trained
+    seen = []
+
+    def record(r, p, keep):
+        zeros = sum(int((np.asarray(layer["kernel"]) == 0).sum()) for layer in p)
+        pruned = sum(int((~np.asarray(k["kernel"])).sum()) for k in keep)
+        seen.append((r, zeros, pruned))
+
+    df = iterative_prune(params, *data, schedule=[0.5, 0.75], retrain_steps=20, on_round=record)
+    assert [s[0] for s in seen] == [1, 2]
+    assert [s[1] for s in seen] == [s[2] for s in seen] == df["n_pruned"].iloc[1:].tolist()
+
+
+def test_iterative_prune_break_point_bad_input(trained):
+    params, (x, y, xt, yt) = trained
+    with pytest.raises(ValueError, match="validation set"):
+        iterative_prune(params, x, y, xt, yt, break_error=0.1)
+    with pytest.raises(ValueError, match="x_val and y_val go together"):
+        iterative_prune(params, x, y, xt, yt, x_val=xt)
+    with pytest.raises(ValueError, match="patience"):
+        iterative_prune(params, x, y, xt, yt, x_val=xt, y_val=yt, break_error=0.1, patience=0)
+    with pytest.raises(ValueError, match="break_error"):
+        iterative_prune(params, x, y, xt, yt, x_val=xt, y_val=yt, break_error=1.5)
+    with pytest.raises(ValueError, match="y_val"):
+        iterative_prune(params, x, y, xt, yt, x_val=xt, y_val=yt + 7)
+    with pytest.raises(ValueError, match="x_val"):
+        iterative_prune(params, x, y, xt, yt, x_val=xt[:, :4], y_val=yt)
+    with pytest.raises(ValueError, match="on_round"):
+        iterative_prune(params, x, y, xt, yt, on_round="print")

@@ -1,0 +1,241 @@
+"""Gradual pruning during training (Zhu & Gupta 2017, "To prune, or not to prune").
+
+The fraction of kernel weights pruned rises along a cubic schedule while the network trains:
+
+    s_t = s_f + (s_i - s_f) (1 - (t - t_0) / (t_1 - t_0))^3      for t_0 <= t <= t_1,
+
+``s_i`` before ``t_0`` and ``s_f`` after ``t_1`` (:func:`cubic_sparsity`). It prunes fast while many
+weights are redundant and slowly near the end, and the training between mask updates repairs the
+damage as it happens. Every ``update_every`` steps from ``t_0`` to ``t_1``, :func:`gradual_prune`
+prunes the lowest-scored kernel weights until ``s_t`` of all kernel weights are zero (over all
+layers by default); weights pruned earlier stay pruned (they rank first, so the masks nest), and
+training goes on with the mask enforced exactly as in :func:`obd.retrain.retrain_masked`. One
+optimizer runs through (Adam, its state and learning-rate schedule continue across mask updates).
+
+The score is ``"magnitude"`` ``|w|`` (Zhu & Gupta's), or ``"obd"``, ``0.5 h w^2`` with the exact
+Hessian diagonal of the mean loss over the first ``hessian_examples`` training images recomputed
+at every mask update: the second-order variant on the same schedule.
+
+``s_i`` is the model's own sparsity (kernel weights already zero count as pruned), so runs chain:
+a pruning path to ever higher levels is a sequence of :func:`gradual_prune` calls, each ramping
+from where the last one ended.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from obd.batches import batch_indices
+from obd.checks import check_converging, check_examples, check_number, check_trainable
+from obd.hessian import hessian_diag
+from obd.mlp import layer_sizes
+from obd.network import Params, activation_fn, as_network, input_check, is_module, to_params
+from obd.network import with_params as module_with_params
+from obd.prune import apply_masks
+from obd.prune import masks as prune_masks
+from obd.retrain import (
+    LR_SCHEDULES,
+    SALIENCIES,
+    _adam,
+    _evaluate,
+    _initial_keep,
+    _kernel_counts,
+    _masked_chunk,
+)
+from obd.saliencies import check_scope
+from obd.saliencies import saliency as score_params
+
+
+def cubic_sparsity(
+    step: int, *, final: float, end: int, initial: float = 0.0, begin: int = 0
+) -> float:
+    """Zhu & Gupta's target sparsity at ``step``: ``initial`` up to ``begin``, then
+    ``final + (initial - final) (1 - (step - begin) / (end - begin))^3``, ``final`` from ``end`` on."""
+    check_number("step", step, lo=0, integer=True)
+    check_number("initial", initial, lo=0, hi=1)
+    check_number("final", final, lo=0, hi=1)
+    check_number("begin", begin, lo=0, integer=True)
+    check_number("end", end, lo=begin, integer=True)
+    if step <= begin and end > begin:
+        return float(initial)
+    if step >= end:
+        return float(final)
+    progress = (step - begin) / (end - begin)
+    return float(final + (initial - final) * (1.0 - progress) ** 3)
+
+
+def _update_steps(begin: int, end: int, every: int) -> list[int]:
+    """The mask updates: ``begin, begin + every, ...`` and always ``end`` (the final sparsity)."""
+    return sorted(set(range(begin, end, every)) | {end})
+
+
+def gradual_prune(
+    params: Params,
+    x_train,
+    y_train,
+    *,
+    final: float,
+    steps: int,
+    begin: int = 0,
+    end: int | None = None,
+    update_every: int = 200,
+    saliency: str = "magnitude",
+    scope: str = "global",
+    hessian_examples: int | None = 10_000,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    lr_schedule: str = "cosine",
+    seed: int = 0,
+    activation: str = "relu",
+    chunk_steps: int = 1_000,
+    x_val=None,
+    y_val=None,
+    progress: bool = False,
+):
+    """Train ``params`` for ``steps`` Adam steps while pruning its kernels gradually to ``final``.
+
+    The sparsity follows :func:`cubic_sparsity` from the model's own (its zero kernel weights)
+    at step ``begin`` to ``final`` at step ``end`` (default: half of ``steps``, leaving the second
+    half to train at ``final``), with the mask updated every ``update_every`` steps (see the module
+    docstring). ``saliency`` is ``"magnitude"`` or ``"obd"``; ``scope`` ``"global"`` or
+    ``"layerwise"``. ``lr_schedule`` ``"cosine"`` decays ``learning_rate`` to 0 over ``steps``.
+
+    Takes the plain MLP pytree or an ``nnx.Sequential`` (returned as a new model). Returns
+    ``(params, keep, history)``: the trained model, its mask (True = kept, shaped like the
+    parameters) and a DataFrame with one row per mask update: ``step``, ``target`` (the cubic
+    schedule's sparsity), ``pruned_fraction`` (kernel weights zero), ``train_loss`` (mean per
+    example over the steps up to the next update), ``seconds``, and with ``x_val, y_val`` also
+    ``val_accuracy`` and ``val_loss`` of the model when the next update begins (the last row: the
+    returned model).
+    """
+    if saliency not in SALIENCIES:
+        raise ValueError(f"unknown saliency {saliency!r}; accepted: {', '.join(SALIENCIES)}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(
+            f"lr_schedule {lr_schedule!r} unknown; accepted: {', '.join(LR_SCHEDULES)}"
+        )
+    check_scope(scope)
+    check_number("final", final, lo=0, hi=1, hi_open=True)
+    steps = check_number("steps", steps, lo=1, integer=True)
+    begin = check_number("begin", begin, lo=0, hi=steps, integer=True)
+    end = steps // 2 if end is None else end
+    end = check_number("end", end, lo=begin, hi=steps, integer=True)
+    update_every = check_number("update_every", update_every, lo=1, integer=True)
+    chunk_steps = check_number("chunk_steps", chunk_steps, lo=1, integer=True)
+    batch_size = check_number("batch_size", batch_size, lo=1, integer=True)
+    seed = check_number("seed", seed, lo=0, integer=True)
+    check_number("learning_rate", learning_rate, lo=0, lo_open=True)
+    if hessian_examples is not None:
+        hessian_examples = check_number("hessian_examples", hessian_examples, lo=1, integer=True)
+    if (x_val is None) != (y_val is None):
+        raise ValueError("x_val and y_val go together: give both (a validation set) or neither")
+    x_train, y_train = np.asarray(x_train), np.asarray(y_train)
+    sets = [(x_train, y_train, "train")]
+    if x_val is not None:
+        x_val, y_val = np.asarray(x_val), np.asarray(y_val)
+        sets.append((x_val, y_val, "val"))
+    module = is_module(params)
+    if module:
+        net, flat, restore = as_network(params)
+        classes, act_arg = int(np.shape(flat[-1]["kernel"])[-1]), None
+        for xs, _, which in sets:
+            try:
+                input_check(net, flat, xs)
+            except ValueError as err:
+                raise ValueError(f"x_{which}: {err}") from None
+    else:
+        activation_fn(activation)
+        sizes = layer_sizes(params)
+        net, classes, act_arg = None, sizes[-1], activation
+        for xs, ys, which in sets:
+            if xs.ndim != 2 or xs.shape[1] != sizes[0] or ys.shape != xs.shape[:1]:
+                raise ValueError(
+                    f"x_{which} must be [N, {sizes[0]}] and y_{which} [N]; got {xs.shape}, "
+                    f"{ys.shape}"
+                )
+        params = jax.tree.map(jnp.asarray, params)
+    for xs, ys, which in sets:
+        check_examples(xs, ys, num_classes=classes, name=f"x_{which}", label_name=f"y_{which}")
+    check_trainable(as_network(params)[1] if module else params, x_train, name="x_train")
+    keep = _initial_keep(params)
+    n_pruned, n_total = _kernel_counts(keep)
+    initial = n_pruned / n_total
+    if final < initial:
+        raise ValueError(
+            f"final ({final!r}) is below the model's own sparsity ({initial:.4f} of its kernel "
+            "weights are already zero); pruned weights stay pruned, so final must be at least that"
+        )
+    x_h, y_h = (x_train, y_train) if hessian_examples is None else (
+        x_train[:hessian_examples], y_train[:hessian_examples])  # fmt: skip
+    xj, yj = jnp.asarray(x_train), jnp.asarray(y_train)
+    k_data, k_drop = jax.random.split(jax.random.key(seed))
+    idx = batch_indices(k_data, x_train.shape[0], steps, batch_size)
+    decay = steps if lr_schedule == "cosine" else 0
+    flat0 = as_network(params)[1] if module else params
+    opt_state = _adam(float(learning_rate), decay).init(flat0)
+
+    updates = _update_steps(begin, end, update_every)
+    bounds = sorted(set(updates) | {0, steps})
+    rows = []
+    bar = tqdm(total=steps, desc=f"gradual {saliency}", disable=not progress)
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        t0 = time.perf_counter()
+        target = float("nan")
+        if a in updates:
+            target = max(cubic_sparsity(a, final=final, end=end, initial=initial, begin=begin),
+                         initial)  # fmt: skip
+            if saliency == "obd":
+                hdiag = hessian_diag(params, x_h, y_h, activation=act_arg)
+                scores = score_params("obd", params, hdiag=hdiag, activation=act_arg)
+            else:
+                scores = score_params("magnitude", params, activation=act_arg)
+            scores = jax.tree.map(lambda s, k: jnp.where(k, s, -jnp.inf), scores, keep)
+            keep = jax.tree.map(
+                jnp.logical_and,
+                prune_masks(scores, target, scope=scope, include_biases=False),
+                keep,
+            )
+            if module:
+                params = apply_masks(params, keep)
+            else:
+                params = jax.tree.map(lambda p, k: jnp.where(k, p, 0), params, keep)
+        if module:
+            _, flat, restore = as_network(params)
+            keep_flat = jax.tree.map(
+                lambda m: jnp.asarray(m, bool), to_params(params, keep, "masks")
+            )
+        else:
+            flat, keep_flat = params, keep
+        losses = []
+        for start in range(a, b, chunk_steps):
+            stop = min(start + chunk_steps, b)
+            flat, opt_state, chunk_loss, first_bad = _masked_chunk(
+                flat, opt_state, keep_flat, xj, yj, idx[start:stop], jnp.arange(start, stop),
+                k_drop, float(learning_rate), activation, "sum", 0.0, net, decay,
+            )  # fmt: skip
+            check_converging(chunk_loss, first_bad, start)
+            losses.append((float(chunk_loss), stop - start))
+            bar.update(stop - start)
+        params = module_with_params(params, restore(flat)) if module else flat
+        row: dict[str, Any] = dict(
+            step=a, target=target, pruned_fraction=_kernel_counts(keep)[0] / n_total,
+            train_loss=sum(v * w for v, w in losses) / sum(w for _, w in losses),
+        )  # fmt: skip
+        if x_val is not None:
+            acc, ce = _evaluate(params, jnp.asarray(x_val), jnp.asarray(y_val), activation)
+            row.update(val_accuracy=float(acc), val_loss=float(ce))
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+    bar.close()
+    history = pd.DataFrame(rows)
+    if math.isnan(history.target.iloc[0]):  # no update at step 0 (begin > 0): the warm-up
+        history.loc[0, "target"] = initial
+    return params, keep, history
