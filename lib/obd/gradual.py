@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -49,6 +50,8 @@ from obd.retrain import (
     _initial_keep,
     _kernel_counts,
     _masked_chunk,
+    check_schedule,
+    round_steps,
 )
 from obd.saliencies import check_scope
 from obd.saliencies import saliency as score_params
@@ -93,6 +96,7 @@ def gradual_prune(
     batch_size: int = 64,
     learning_rate: float = 1e-3,
     lr_schedule: str = "cosine",
+    weight_decay: float = 0.0,
     seed: int = 0,
     activation: str = "relu",
     chunk_steps: int = 1_000,
@@ -106,7 +110,8 @@ def gradual_prune(
     at step ``begin`` to ``final`` at step ``end`` (default: half of ``steps``, leaving the second
     half to train at ``final``), with the mask updated every ``update_every`` steps (see the module
     docstring). ``saliency`` is ``"magnitude"`` or ``"obd"``; ``scope`` ``"global"`` or
-    ``"layerwise"``. ``lr_schedule`` ``"cosine"`` decays ``learning_rate`` to 0 over ``steps``.
+    ``"layerwise"``. ``lr_schedule`` ``"cosine"`` decays ``learning_rate`` to 0 over ``steps``;
+    ``weight_decay`` > 0 makes the optimizer AdamW (as in :func:`obd.retrain.retrain_masked`).
 
     Takes the plain MLP pytree or an ``nnx.Sequential`` (returned as a new model). Returns
     ``(params, keep, history)``: the trained model, its mask (True = kept, shaped like the
@@ -133,6 +138,7 @@ def gradual_prune(
     batch_size = check_number("batch_size", batch_size, lo=1, integer=True)
     seed = check_number("seed", seed, lo=0, integer=True)
     check_number("learning_rate", learning_rate, lo=0, lo_open=True)
+    check_number("weight_decay", weight_decay, lo=0)
     if hessian_examples is not None:
         hessian_examples = check_number("hessian_examples", hessian_examples, lo=1, integer=True)
     if (x_val is None) != (y_val is None):
@@ -180,7 +186,7 @@ def gradual_prune(
     idx = batch_indices(k_data, x_train.shape[0], steps, batch_size)
     decay = steps if lr_schedule == "cosine" else 0
     flat0 = as_network(params)[1] if module else params
-    opt_state = _adam(float(learning_rate), decay).init(flat0)
+    opt_state = _adam(float(learning_rate), decay, float(weight_decay)).init(flat0)
 
     updates = _update_steps(begin, end, update_every)
     bounds = sorted(set(updates) | {0, steps})
@@ -220,6 +226,7 @@ def gradual_prune(
             flat, opt_state, chunk_loss, first_bad = _masked_chunk(
                 flat, opt_state, keep_flat, xj, yj, idx[start:stop], jnp.arange(start, stop),
                 k_drop, float(learning_rate), activation, "sum", 0.0, net, decay,
+                float(weight_decay),
             )  # fmt: skip
             check_converging(chunk_loss, first_bad, start)
             losses.append((float(chunk_loss), stop - start))
@@ -239,3 +246,116 @@ def gradual_prune(
     if math.isnan(history.target.iloc[0]):  # no update at step 0 (begin > 0): the warm-up
         history.loc[0, "target"] = initial
     return params, keep, history
+
+
+def gradual_path(
+    params: Params,
+    x_train,
+    y_train,
+    x_test,
+    y_test,
+    *,
+    schedule,
+    steps: int | Sequence[int],
+    saliency: str = "magnitude",
+    x_val=None,
+    y_val=None,
+    break_error: float | None = None,
+    patience: int = 2,
+    on_round: Callable[[int, Any, Any], None] | None = None,
+    seed: int = 0,
+    **kwargs,
+) -> tuple[pd.DataFrame, Any]:
+    """Gradual pruning level after level: round ``r`` is one :func:`gradual_prune` run of
+    ``steps`` (one count, or one per round) from the last level to ``schedule[r - 1]``, seeded
+    ``seed * 1000 + r``; ``kwargs`` go to every run (``update_every``, ``learning_rate``, ...).
+
+    The counterpart of :func:`obd.retrain.iterative_prune` with the cubic ramp inside each
+    round, and the same readings and break point: returns ``(table, params)``, the table with a
+    row for the unpruned model (round 0) and one per round: ``saliency``, ``round``, ``fraction``,
+    ``pruned_fraction``, ``n_pruned``, ``accuracy`` and ``loss`` (test, after the round),
+    ``train_loss``, ``retrain_steps``, ``seconds``, and with ``x_val, y_val`` ``val_accuracy`` and
+    ``val_loss``. With ``break_error`` the path stops after ``patience`` rounds in a row whose
+    validation error exceeds it; ``on_round(round, params, keep)`` is called after each round.
+    """
+    schedule = check_schedule(schedule)
+    if np.any(schedule >= 1):
+        raise ValueError(
+            f"schedule fractions must be below 1 for gradual pruning, got {schedule!r}"
+        )
+    per_round = round_steps(steps, len(schedule))
+    if any(s < 1 for s in per_round):
+        raise ValueError(f"steps must be >= 1 in every round, got {per_round!r}")
+    patience = check_number("patience", patience, lo=1, integer=True)
+    seed = check_number("seed", seed, lo=0, integer=True)
+    if (x_val is None) != (y_val is None):
+        raise ValueError("x_val and y_val go together: give both (a validation set) or neither")
+    if break_error is not None:
+        if x_val is None:
+            raise ValueError(
+                "break_error needs a validation set (x_val, y_val): the break point is decided "
+                "on validation data, never on the test set"
+            )
+        check_number("break_error", break_error, lo=0, hi=1, lo_open=True, hi_open=True)
+    if on_round is not None and not callable(on_round):
+        raise ValueError(
+            f"on_round must be a function (round, params, keep) or None, got {on_round!r}"
+        )
+    x_test, y_test = np.asarray(x_test), np.asarray(y_test)
+    if is_module(params):
+        net, flat, _ = as_network(params)
+        classes = int(np.shape(flat[-1]["kernel"])[-1])
+        try:
+            input_check(net, flat, x_test)
+        except ValueError as err:
+            raise ValueError(f"x_test: {err}") from None
+    else:
+        sizes = layer_sizes(params)
+        classes = sizes[-1]
+        if x_test.ndim != 2 or x_test.shape[1] != sizes[0] or y_test.shape != x_test.shape[:1]:
+            raise ValueError(
+                f"x_test must be [N, {sizes[0]}] and y_test [N]; got {x_test.shape}, {y_test.shape}"
+            )
+    check_examples(x_test, y_test, num_classes=classes, name="x_test", label_name="y_test")
+    activation = kwargs.get("activation", "relu")
+    xt, yt = jnp.asarray(x_test), jnp.asarray(y_test)
+    xv, yv = (None, None) if x_val is None else (jnp.asarray(x_val), jnp.asarray(y_val))
+
+    def readings(model) -> dict[str, float]:
+        acc, ce = _evaluate(model, xt, yt, activation)
+        out = {"accuracy": float(acc), "loss": float(ce)}
+        if xv is not None:
+            a, c = _evaluate(model, xv, yv, activation)
+            out.update(val_accuracy=float(a), val_loss=float(c))
+        return out
+
+    if not is_module(params):
+        params = jax.tree.map(jnp.asarray, params)
+    n_pruned, n_total = _kernel_counts(_initial_keep(params))
+    rows = [dict(round=0, fraction=0.0, n_pruned=n_pruned, train_loss=float("nan"),
+                 retrain_steps=0, seconds=0.0, **readings(params))]  # fmt: skip
+    over = 0
+    for r, (level, n_steps) in enumerate(zip(schedule, per_round, strict=True), start=1):
+        t0 = time.perf_counter()
+        level = max(float(level), _kernel_counts(_initial_keep(params))[0] / n_total)
+        params, keep, hist = gradual_prune(
+            params, x_train, y_train, final=level, steps=n_steps, saliency=saliency,
+            seed=seed * 1_000 + r, x_val=x_val, y_val=y_val, **kwargs,
+        )  # fmt: skip
+        train_loss = float(np.average(hist.train_loss, weights=np.diff([*hist.step, n_steps])))
+        row = dict(round=r, fraction=float(schedule[r - 1]), n_pruned=_kernel_counts(keep)[0],
+                   train_loss=train_loss, retrain_steps=n_steps, **readings(params))  # fmt: skip
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+        if on_round is not None:
+            on_round(r, params, keep)
+        if break_error is not None:
+            over = over + 1 if 1.0 - row["val_accuracy"] > break_error else 0
+            if over >= patience:
+                break
+    df = pd.DataFrame(rows)
+    df.insert(0, "saliency", saliency)
+    df.insert(3, "pruned_fraction", df["n_pruned"] / n_total)
+    cols = ["saliency", "round", "fraction", "pruned_fraction", "n_pruned", "accuracy", "loss",
+            "train_loss", "retrain_steps", "seconds"]  # fmt: skip
+    return df[cols + (["val_accuracy", "val_loss"] if x_val is not None else [])], params

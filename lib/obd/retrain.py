@@ -102,25 +102,31 @@ def _positive_int(name: str, value) -> int:
     return int(value)
 
 
-def _adam(learning_rate: float, decay_steps: int) -> optax.GradientTransformation:
-    """Adam at ``learning_rate``, or cosine-decayed from it to 0 over ``decay_steps`` (> 0)."""
-    if decay_steps:
-        return optax.adam(optax.cosine_decay_schedule(learning_rate, decay_steps))
-    return optax.adam(learning_rate)
+def _adam(
+    learning_rate: float, decay_steps: int, weight_decay: float = 0.0
+) -> optax.GradientTransformation:
+    """Adam at ``learning_rate``, or cosine-decayed from it to 0 over ``decay_steps`` (> 0); with
+    ``weight_decay`` > 0 AdamW (the decay ``learning_rate * weight_decay * w`` decoupled from the
+    gradient, Loshchilov & Hutter 2019)."""
+    lr = optax.cosine_decay_schedule(learning_rate, decay_steps) if decay_steps else learning_rate
+    if weight_decay:
+        return optax.adamw(lr, weight_decay=weight_decay)
+    return optax.adam(lr)
 
 
 @jax.jit(
     static_argnames=(
-        "learning_rate", "activation", "loss_reduction", "dropout_rate", "net", "decay_steps"
+        "learning_rate", "activation", "loss_reduction", "dropout_rate", "net", "decay_steps",
+        "weight_decay",
     )
 )  # fmt: skip
 def _masked_chunk(params, opt_state, keep, x, y, idx, ts, drop_key,
                   learning_rate, activation, loss_reduction, dropout_rate, net=None,
-                  decay_steps=0):  # fmt: skip
+                  decay_steps=0, weight_decay=0.0):  # fmt: skip
     """``len(idx)`` masked Adam steps; returns params, optimizer state, mean training loss and
     the index of the first step whose loss is not finite (0 when all are). ``net`` is None for
     the plain MLP (``apply_mlp``, with dropout), else the NNX model's ``obd.network.Network``."""
-    opt = _adam(learning_rate, decay_steps)
+    opt = _adam(learning_rate, decay_steps, weight_decay)
 
     def batch_loss(p, xb, yb, key):
         if net is not None:
@@ -163,6 +169,7 @@ def retrain_masked(
     chunk_steps: int = 1_000,
     return_loss: bool = False,
     lr_schedule: str = "constant",
+    weight_decay: float = 0.0,
 ):
     """Retrain ``params`` for ``steps`` Adam steps with the weights whose mask is False held at
     exactly zero (see the module docstring). ``masks`` is a boolean (or exactly 0/1) pytree like
@@ -172,7 +179,8 @@ def retrain_masked(
 
     A fresh Adam state is used; the defaults are the blog's training protocol (``obd.study.train``).
     ``lr_schedule`` is ``"constant"`` or ``"cosine"`` (decayed from ``learning_rate`` to 0 over
-    ``steps``, so the retrained weights settle instead of ending mid-stride).
+    ``steps``, so the retrained weights settle instead of ending mid-stride). ``weight_decay`` > 0
+    makes it AdamW (decoupled decay, scaled by the learning rate; pruned weights stay zero).
     """
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(
@@ -184,6 +192,7 @@ def retrain_masked(
     seed = check_number("seed", seed, lo=0, integer=True)
     check_number("learning_rate", learning_rate, lo=0, lo_open=True)
     check_number("dropout_rate", dropout_rate, lo=0, hi=1, hi_open=True)
+    check_number("weight_decay", weight_decay, lo=0)
     if loss_reduction not in REDUCTIONS:
         raise ValueError(f"loss_reduction {loss_reduction!r} unknown; accepted: {REDUCTIONS}")
     if is_module(params):
@@ -213,12 +222,13 @@ def retrain_masked(
         k_data, k_drop = jax.random.split(jax.random.key(seed))
         idx = batch_indices(k_data, x.shape[0], int(steps), batch_size)
         decay = int(steps) if lr_schedule == "cosine" else 0
-        opt_state = _adam(float(learning_rate), decay).init(flat)
+        opt_state = _adam(float(learning_rate), decay, float(weight_decay)).init(flat)
         for start in range(0, steps, chunk_steps):
             stop = min(start + chunk_steps, steps)
             flat, opt_state, chunk_loss, first_bad = _masked_chunk(
                 flat, opt_state, keep, x, y, idx[start:stop], jnp.arange(start, stop), k_drop,
                 float(learning_rate), activation, loss_reduction, float(dropout_rate), net, decay,
+                float(weight_decay),
             )  # fmt: skip
             check_converging(chunk_loss, first_bad, start)
             last_loss = float(chunk_loss)
@@ -291,6 +301,7 @@ def iterative_prune(
     progress: bool = False,
     return_params: bool = False,
     lr_schedule: str = "constant",
+    weight_decay: float = 0.0,
     x_val=None,
     y_val=None,
     break_error: float | None = None,
@@ -309,7 +320,8 @@ def iterative_prune(
     ``accuracy_pruned`` and ``loss_pruned`` (test, right after pruning), ``accuracy`` and
     ``loss`` (test, after retraining), ``train_loss`` (mean over the last chunk of retraining),
     ``retrain_steps`` and ``seconds``; with ``return_params`` also the final
-    parameters. ``lr_schedule`` is that of :func:`retrain_masked`, applied to each round.
+    parameters. ``lr_schedule`` and ``weight_decay`` are those of :func:`retrain_masked`, applied
+    to each round.
     ``retrain_steps`` is one count for every round or a list with one count per round of
     ``schedule`` (e.g. longer retraining at the high levels).
 
@@ -338,6 +350,7 @@ def iterative_prune(
     check_number("learning_rate", learning_rate, lo=0, lo_open=True)
     check_number("dropout_rate", dropout_rate, lo=0, hi=1, hi_open=True)
     patience = _positive_int("patience", patience)
+    check_number("weight_decay", weight_decay, lo=0)
     if (x_val is None) != (y_val is None):
         raise ValueError("x_val and y_val go together: give both (a validation set) or neither")
     if break_error is not None:
@@ -428,6 +441,7 @@ def iterative_prune(
             params, keep, x_train, y_train, steps=steps_per_round[r - 1], batch_size=batch_size,
             learning_rate=learning_rate, seed=seed * 1_000 + r, activation=activation,
             dropout_rate=dropout_rate, return_loss=True, lr_schedule=lr_schedule,
+            weight_decay=weight_decay,
         )  # fmt: skip
         acc, ce = _evaluate(params, x_test, y_test, activation)
         n_pruned, _ = _kernel_counts(keep)

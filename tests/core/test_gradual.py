@@ -164,3 +164,38 @@ def test_gradual_bad_input(trained):
     bad[3, 2] = np.nan
     with pytest.raises(ValueError, match="x_train"):
         gradual_prune(params, bad, y, final=0.5, steps=10)
+
+
+def test_gradual_path_chains_runs_and_stops_at_its_break_point(trained):
+    """Each round is one ``gradual_prune`` from the last round's model; with ``break_error`` the
+    path is the unbroken one cut after ``patience`` rounds in a row above it on validation."""
+    params, (x, y, xt, yt) = trained
+    xv, yv = x[400:], y[400:]
+    kw = dict(schedule=[0.5, 0.8, 0.95, 0.98], steps=60, update_every=20, learning_rate=2e-3,
+              seed=3, x_val=xv, y_val=yv)  # fmt: skip
+    full, last = gradual.gradual_path(params, x[:400], y[:400], xt, yt, **kw)
+    n = _n_kernel(params)
+    assert full["round"].tolist() == [0, 1, 2, 3, 4]
+    assert full["n_pruned"].tolist() == [0, *(int(prune_counts(f, n)) for f in kw["schedule"])]
+    assert kernel_zeros(last) == full["n_pruned"].iloc[-1]
+    model, _, _ = gradual_prune(params, x[:400], y[:400], final=0.5, steps=60, update_every=20,
+                                learning_rate=2e-3, seed=3_001)  # fmt: skip
+    acc, _ = retrain._evaluate(model, xt, yt, "relu")
+    assert full["accuracy"].iloc[1] == pytest.approx(float(acc))
+    errors = (1 - full["val_accuracy"]).to_numpy()
+    threshold = float(np.sort(errors[1:])[1]) - 1e-9  # all but the best round are above it
+    over, stop = 0, len(errors) - 1
+    for r, e in enumerate(errors[1:], start=1):
+        over = over + 1 if e > threshold else 0
+        if over >= 2:
+            stop = r
+            break
+    cut, _ = gradual.gradual_path(params, x[:400], y[:400], xt, yt, break_error=threshold, **kw)
+    assert cut["round"].tolist() == list(range(stop + 1))
+    np.testing.assert_array_equal(cut["val_accuracy"], full["val_accuracy"].iloc[: stop + 1])
+    with pytest.raises(ValueError, match="validation set"):
+        gradual.gradual_path(params, x, y, xt, yt, schedule=[0.5], steps=10, break_error=0.1)
+    with pytest.raises(ValueError, match="below 1"):
+        gradual.gradual_path(params, x, y, xt, yt, schedule=[0.5, 1.0], steps=10)
+    with pytest.raises(ValueError, match="y_test"):
+        gradual.gradual_path(params, x, y, xt, yt + 3, schedule=[0.5], steps=10)

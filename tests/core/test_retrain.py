@@ -374,3 +374,34 @@ def test_iterative_prune_break_point_bad_input(trained):
         iterative_prune(params, x, y, xt, yt, x_val=xt[:, :4], y_val=yt)
     with pytest.raises(ValueError, match="on_round"):
         iterative_prune(params, x, y, xt, yt, on_round="print")
+
+
+def test_weight_decay_is_adamw_and_keeps_pruned_weights_zero(trained):
+    """``weight_decay`` is optax's AdamW on the masked gradient: one masked step checked by hand."""
+    import optax
+
+    params, (x, y, _, _) = trained
+    keep = masks(saliency("magnitude", params), 0.5, scope="global", include_biases=False)
+    pruned = [
+        jax.tree.map(lambda p, k: np.where(k, p, 0), a, b)
+        for a, b in zip(params, keep, strict=True)
+    ]
+    out = retrain.retrain_masked(pruned, keep, x, y, steps=1, batch_size=500, learning_rate=1e-2,
+                                 weight_decay=0.5, seed=0)  # fmt: skip
+    from obd.mlp import apply_mlp
+
+    idx = np.asarray(retrain.batch_indices(jax.random.split(jax.random.key(0))[0], 500, 1, 500))[0]
+    p0 = jax.tree.map(np.asarray, pruned)
+    xb, yb = x[idx], y[idx]
+    grads = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
+        apply_mlp(p, xb, activation="relu"), yb).sum())(p0)  # fmt: skip
+    grads = jax.tree.map(lambda a, k: np.where(k, a, 0), grads, keep)
+    opt = optax.adamw(1e-2, weight_decay=0.5)
+    upd, _ = opt.update(grads, opt.init(p0), p0)
+    ref = jax.tree.map(lambda p, u, k: np.where(k, p + u, 0), p0, upd, keep)
+    np.testing.assert_allclose(ravel_pytree(out)[0], ravel_pytree(ref)[0], rtol=1e-5, atol=1e-7)
+    plain = retrain.retrain_masked(pruned, keep, x, y, steps=1, batch_size=500, learning_rate=1e-2,
+                                   seed=0)  # fmt: skip
+    assert not np.allclose(ravel_pytree(out)[0], ravel_pytree(plain)[0])
+    with pytest.raises(ValueError, match="weight_decay"):
+        retrain.retrain_masked(pruned, keep, x, y, steps=1, weight_decay=-1.0)
