@@ -48,16 +48,28 @@ COMPRESSIONS = {
     "lenet5": [2, 4, 8, 12, 20, 33, 50, 68, 80, 100, 108, 125, 150, 175, 200, 250, 280, 350, 400,
                500, 700, 1000],
 }  # fmt: skip
-#: arch -> protocol name -> (retraining epochs per round, peak learning rate, batch size)
+#: arch -> protocol name -> (retraining epochs per round, peak learning rate, batch size, AdamW
+#: weight decay; 0 is Adam)
 PROTOCOLS = {
     "lenet_300_100": {
-        "1 epoch a round": (1.0, 1e-3, 64),
-        "2 epochs a round": (2.0, 1e-3, 64),
-        "2 epochs a round, batch 256": (2.0, 2e-3, 256),
+        "1 epoch a round": (1.0, 1e-3, 64, 0.0),
+        "2 epochs a round": (2.0, 1e-3, 64, 0.0),
+        "2 epochs a round, batch 256": (2.0, 2e-3, 256, 0.0),
+        "1 epoch, lr 1e-4": (1.0, 1e-4, 64, 0.0),
+        "2 epochs, lr 3e-4": (2.0, 3e-4, 64, 0.0),
+        "4 epochs, lr 1e-4": (4.0, 1e-4, 64, 0.0),
+        "2 epochs, lr 3e-4, weight decay 0.1": (2.0, 3e-4, 64, 0.1),
+        "2 epochs, lr 3e-4, weight decay 1": (2.0, 3e-4, 64, 1.0),
+        "4 epochs a round": (4.0, 1e-3, 64, 0.0),
+        "6 epochs a round": (6.0, 1e-3, 64, 0.0),
+        "4 epochs, weight decay 0.05": (4.0, 1e-3, 64, 0.05),
+        "4 epochs, weight decay 0.1": (4.0, 1e-3, 64, 0.1),
+        "4 epochs, weight decay 0.2": (4.0, 1e-3, 64, 0.2),
+        "6 epochs, weight decay 0.1": (6.0, 1e-3, 64, 0.1),
     },
     "lenet5": {
-        "1 epoch a round": (1.0, 1e-3, 64),
-        "1 epoch a round, batch 256": (1.0, 2e-3, 256),
+        "1 epoch a round": (1.0, 1e-3, 64, 0.0),
+        "1 epoch, lr 3e-4": (1.0, 3e-4, 64, 0.0),
     },
 }
 RECIPES = {
@@ -76,7 +88,7 @@ def anchors(arch: str) -> pd.DataFrame:
 
 
 def gradual_path(model, x, y, xv, yv, *, saliency, fractions, steps, lr, batch, seed, break_error,
-                 update_every, hessian_examples):  # fmt: skip
+                 update_every, hessian_examples, weight_decay):  # fmt: skip
     """Gradual pruning level after level, with the break rule of ``iterative_prune``."""
     acc, _ = _evaluate(model, xv, yv, None)
     rows = [dict(round=0, fraction=0.0, pruned_fraction=0.0, val_accuracy=float(acc), seconds=0.0)]
@@ -86,7 +98,7 @@ def gradual_path(model, x, y, xv, yv, *, saliency, fractions, steps, lr, batch, 
         model, _, hist = gradual_prune(
             model, x, y, final=float(level), steps=steps, update_every=update_every,
             saliency=saliency, hessian_examples=hessian_examples, batch_size=batch,
-            learning_rate=lr, seed=seed * 1_000 + r, x_val=xv, y_val=yv,
+            learning_rate=lr, seed=seed * 1_000 + r, x_val=xv, y_val=yv, weight_decay=weight_decay,
         )  # fmt: skip
         acc = float(hist.val_accuracy.iloc[-1])
         rows.append(dict(round=r, fraction=float(level),
@@ -133,7 +145,8 @@ def summary(table: pd.DataFrame, arch: str) -> pd.DataFrame:
 def write(tables: list[pd.DataFrame], out: Path, args: argparse.Namespace, n_train: int) -> str:
     table = pd.concat(tables, ignore_index=True)
     cols = ["arch", "method", "protocol", "seed", "round", "fraction", "pruned_fraction",
-            "retrain_steps", "learning_rate", "batch_size", "break_error", "val_error", "seconds"]  # fmt: skip
+            "retrain_steps", "learning_rate", "batch_size", "weight_decay", "break_error",
+            "val_error", "seconds"]  # fmt: skip
     with atomic_path(out.with_suffix(".csv")) as tmp:
         table[cols].to_csv(tmp, index=False)
     s = summary(table, args.arch)
@@ -197,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.arch} seed {seed}: dense validation error {100 * dense:.2f}%, break above "
               f"{100 * break_error:.2f}% ({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
         for name in names:
-            epochs, lr, batch = protocols[name]
+            epochs, lr, batch, wd = protocols[name]
             steps = max(1, round(epochs * len(x_tr) / batch * args.scale))
             for method in args.methods:
                 family, saliency = method.split("-")
@@ -208,17 +221,18 @@ def main(argv: list[str] | None = None) -> int:
                         schedule=fractions, retrain_steps=steps, learning_rate=lr,
                         batch_size=batch, hessian_examples=args.hessian_examples, seed=seed,
                         lr_schedule="cosine", x_val=x_val, y_val=y_val, break_error=break_error,
-                        patience=PATIENCE,
+                        patience=PATIENCE, weight_decay=wd,
                     )[["round", "fraction", "pruned_fraction", "val_accuracy", "seconds"]]  # fmt: skip
                 else:
                     table = gradual_path(
                         model, x_tr, y_tr, x_val, y_val, saliency=saliency, fractions=fractions,
                         steps=steps, lr=lr, batch=batch, seed=seed, break_error=break_error,
                         update_every=args.update_every, hessian_examples=args.hessian_examples,
+                        weight_decay=wd,
                     )  # fmt: skip
                 table = table.assign(
                     arch=args.arch, method=method, protocol=name, seed=seed, learning_rate=lr,
-                    batch_size=batch, retrain_steps=[0] + [steps] * (len(table) - 1),
+                    batch_size=batch, weight_decay=wd, retrain_steps=[0] + [steps] * (len(table) - 1),
                     break_error=break_error, val_error=100 * (1 - table.val_accuracy),
                 )  # fmt: skip
                 tables.append(table)

@@ -47,6 +47,7 @@ from obd.pipeline.params import check_no_unknown
 from obd.study import convnet_metrics as cm
 from obd.study import convnet_styles as styles
 from obd.study import convnet_tables as ct
+from obd.study import frontier as fr
 from obd.study import published as pub_data
 from obd.study.plots import save_figure
 
@@ -72,6 +73,7 @@ archs = [a for a in cm.ARCHS if a in set(curves.arch)] + sorted(set(curves.arch)
 han = pub_data.load_han2015()
 han_total = han[han.layer == "total"].set_index("network")
 published = pub_data.load_published()
+frontier = fr.read(results_dir)  # frontier.ipynb's runs (empty if none)
 for arch in archs:
     seeds = sorted(curves[curves.arch == arch].seed.unique().tolist())
     print(
@@ -203,6 +205,29 @@ for arch in archs:
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]
+# ## The pruning frontier: each method with retraining, to its break point
+#
+# `frontier.ipynb` trains each network on the training images less a validation split and prunes
+# it with retraining by each method until two rounds in a row exceed, on validation data, both
+# its dense error + 0.1 point and the largest published error of that network. Per method: (a)
+# the largest compression whose **test** error is within `tol` of the run's own dense test error
+# (mean over seeds with its 95% interval, and the worst seed), the test error there with its
+# binomial standard error, and (b) how many seeds reach each published point (compression at
+# least the paper's, test error at most the paper's). Appended to `convnet_summary.md`.
+
+# %%
+if frontier.empty:
+    print("no frontier runs in", Path(results_dir, "convnets"), "(frontier.ipynb)")
+    frontier_md = ""
+else:
+    frontier_seeds = fr.per_seed(frontier, published, tol)
+    frontier_summary = fr.summary(frontier_seeds, published)
+    frontier_md = fr.summary_markdown(frontier_summary, frontier_seeds, published)
+    write_text(Path(out_dir, "convnet_summary.md"), summary_md + "\n" + frontier_md)
+    write_text(Path(out_dir, "convnet_frontier.csv"), frontier_seeds.to_csv(index=False))
+    display(Markdown(frontier_md))
+
+# %% [markdown]
 # ## Figure 8: test error against the fraction of kernel weights pruned
 #
 # One panel per network. Top: every level, the percentage of kernel weights pruned on a linear axis
@@ -264,6 +289,20 @@ for col, arch in enumerate(archs):
                                 ms=7 if face == "white" else 5, capsize=2, lw=1,
                                 markerfacecolor=face, zorder=3)  # fmt: skip
             handles.setdefault(method_label(method, lab), h)
+        ftr = frontier[frontier.arch == arch]
+        for method, g in ftr.groupby("method", sort=False):
+            if row == 0:
+                break  # the frontier paths are drawn against compression, in the bottom row
+            lab, colour, marker = fr.METHODS[method]
+            for _, gs in g.groupby("seed"):  # each seed faint, to its own break point
+                gs = gs[gs["round"] > 0].sort_values("round")
+                ax.plot(gs.compression, 100 * gs.test_error, "-", color=colour, lw=0.8, alpha=0.35)
+            m = fr.mean_path(g)
+            n = g.seed.nunique()
+            (h,) = ax.plot(m.compression, 100 * m["mean"], "-", marker=marker, color=colour, lw=2,
+                           ms=4)  # fmt: skip
+            handles.setdefault(f"{lab} (bold: mean of {n} seed{'s' if n > 1 else ''} while "
+                               "all run; faint: each seed)", h)  # fmt: skip
         for r in pub.itertuples():
             colour, marker = styles.published_style(r.method)
             star = marker == "*"

@@ -42,9 +42,10 @@ def test_outputs_depend_on_parameters_and_every_module(tmp_path):
     finish_all()
     assert planned() == set()
     # another step count reruns the MLP trainings and everything downstream; the convnet study
-    # trains its own networks, so its runs do not depend on STEPS
-    convnets = {n for n in everything if n.startswith("convnet")}
-    assert {"convnet-lenet5-seed0", "convnet-lenet_300_100-seed0", "convnet_compare"} <= convnets
+    # and the frontier train their own networks, so their runs do not depend on STEPS
+    convnets = {n for n in everything if n.startswith(("convnet", "frontier"))}
+    assert {"convnet-lenet5-seed0", "convnet-lenet_300_100-seed0", "convnet_compare",
+            "frontier-lenet_300_100-seed0"} <= convnets  # fmt: skip
     # own_model trains its own network too
     assert planned("STEPS=100") == everything - convnets - {"own_model"} | {"index"}
     assert "-p steps 100" in (dirs["reports"] / ".params" / "train-plain-seed0.args").read_text()
@@ -61,6 +62,11 @@ def test_outputs_depend_on_parameters_and_every_module(tmp_path):
         "STEPS=100", "PRUNE_ARGS=-p hessian_examples 100", "LENET5_ARGS=-p train_steps 50"
     )
     assert conv == {"convnet-lenet5-seed0", "convnet_compare", "index"}
+    finish_all()
+    front = planned("STEPS=100", "PRUNE_ARGS=-p hessian_examples 100",
+                    "LENET5_ARGS=-p train_steps 50", "FRONTIER_ARGS=-p patience 3")  # fmt: skip
+    frontier = {n for n in everything if n.startswith("frontier-")}
+    assert frontier and front == frontier | {"convnet_compare", "index"}
     finish_all()
     # editing any library module (core, study or pipeline) reruns every notebook
     for module in ("pipeline/io.py", "pipeline/runner.py", "study/variants.py", "hessian.py"):

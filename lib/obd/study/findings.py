@@ -28,7 +28,8 @@ import pandas as pd
 
 from obd.pipeline.io import write_text
 from obd.study import convnet_metrics as cm
-from obd.study.published import load_han2015
+from obd.study import frontier as fr
+from obd.study.published import load_han2015, load_published
 from obd.study.records import ignored_line, read_csv
 from obd.study.variants import read_sweep, sweep_files, tolerated_fraction
 
@@ -534,6 +535,57 @@ def _convnet_layers(r: _Results) -> tuple[str, str, bool]:
     )
 
 
+def _frontier(r: _Results) -> tuple[str, str, bool]:
+    """How far each method goes with retraining (``frontier.ipynb``), against the published
+    points: (a) the compression within 0.1 point of the dense test error, (b) the points reached."""
+    try:
+        runs = fr.read(r.root)
+    except ValueError as err:
+        raise _Missing(f"convnets/*-seed*-frontier.csv ({err})") from None
+    if runs.empty:
+        raise _Missing("convnets/*-seed*-frontier.csv")
+    anchors = load_published()
+    seeds = fr.per_seed(runs, anchors, cm.TOLERANCE)
+    summary = fr.summary(seeds, anchors)
+    parts, held, checks = [], True, []
+    for arch, t in summary.groupby("arch", sort=False):
+        name = cm.ARCHS.get(arch, arch)
+        goal = anchors[(anchors.network == arch) & (anchors.method == "dns2016")]
+        per = "; ".join(
+            f"{fr.METHODS[m.method][0]} {m.mean:.0f}x (worst seed {m.worst:.0f}x, held on "
+            f"validation to {m.held_worst:.0f}x at worst)"
+            for m in t.itertuples()
+        )
+        second = t[t.method.isin(fr.SECOND_ORDER)]
+        if goal.empty or second.empty:
+            parts.append(f"{name}: {per}")
+            continue
+        g = goal.iloc[0]
+        col = "reach_dns2016"
+        best = second.assign(k=[int(v.split("/")[0]) for v in second[col]]).sort_values(
+            ["k", "worst"], ascending=False
+        ).iloc[0]  # fmt: skip
+        n = int(best.seeds)
+        held &= best.k == n
+        checks.append(f"{name} >= {g.compression:g}x at <= {g.pruned_error_pct:g}%")
+        parts.append(
+            f"{name}, compression within 0.1 point of each run's dense test error (mean over "
+            f"seeds): {per}. Dynamic Network Surgery's point ({g.compression:g}x at <= "
+            f"{g.pruned_error_pct:g}% test error) is reached by {fr.METHODS[best.method][0]} on "
+            f"{best.k} of {n} seeds"
+        )
+    text = (
+        "Pruning with retraining until each method breaks (two rounds in a row above max(dense + "
+        "0.1 point, the largest published error) on validation data): " + "; ".join(parts) + "."
+    )
+    check = (
+        "the best second-order method reaches Dynamic Network Surgery's point on every seed ("
+        + "; ".join(checks)
+        + ")"
+    )
+    return text, check, bool(held)
+
+
 #: key, title, notebook, function
 CHECKS: list[tuple[str, str, str, Callable[[_Results], Outcome]]] = [
     ("models", "The trained networks", "train", _models),
@@ -554,6 +606,7 @@ CHECKS: list[tuple[str, str, str, Callable[[_Results], Outcome]]] = [
      _convnet_obd_vs_magnitude),
     ("convnet-12x", "Convnets: Han et al.'s 12x", "convnet_compare", _convnet_12x),
     ("convnet-layers", "Convnets: where the pruning falls", "convnet_compare", _convnet_layers),
+    ("frontier", "The pruning frontier", "convnet_compare", _frontier),
 ]  # fmt: skip
 
 
