@@ -74,10 +74,10 @@ learning_rate = 1e-3  # peak of the dense training's learning rate
 methods = ["iterative-obd", "iterative-magnitude", "gradual-obd", "gradual-magnitude"]
 compressions = [2, 4, 8, 12, 16, 20, 25, 33, 40, 50, 56, 63, 68, 80, 100, 125, 150, 200, 250,
                 300, 400, 500]  # fmt: skip
-iterative_epochs = 4.0  # retraining after each round (an epoch: the training images once)
+iterative_epochs = 6.0  # retraining after each round (an epoch: the training images once)
 iterative_learning_rate = 1e-3  # peak of each round's cosine-decayed learning rate
 iterative_weight_decay = 0.1  # AdamW's decoupled weight decay (0: Adam)
-gradual_epochs = 4.0  # each round: the cubic ramp over its first half, then training at the level
+gradual_epochs = 6.0  # each round: the cubic ramp over its first half, then training at the level
 gradual_learning_rate = 1e-3
 gradual_weight_decay = 0.1
 update_every = 100  # gradual: training steps between mask updates
