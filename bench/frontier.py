@@ -72,6 +72,19 @@ PROTOCOLS = {
         "1 epoch, lr 3e-4": (1.0, 3e-4, 64, 0.0),
     },
 }
+#: what the search chose for ``make reproduce`` (frontier.ipynb's defaults), and why
+CHOSEN = {
+    "lenet_300_100": (
+        "Chosen for `make reproduce` (`frontier.ipynb`'s defaults), once per family, by the "
+        "largest compression held at the break threshold on seed 0's validation set: **6 epochs "
+        "a round, learning rate 1e-3, AdamW weight decay 0.1** for both the iterative and the "
+        "gradual family (iterative OBD 50x against 33x for the next protocol, gradual magnitude "
+        "25x against 16x; gradual OBD ties at 40x with 4 epochs). Without weight decay, or with a "
+        "lower learning rate, no method held beyond 25x. The search is one seed: the differences "
+        "between the better protocols are one or two levels of the schedule, and the validation "
+        "error's binomial standard error is about 0.19 point.\n"
+    ),
+}
 RECIPES = {
     "lenet_300_100": dict(steps=9380, learning_rate=1e-3),
     "lenet5": dict(steps=1876, learning_rate=2e-3),
@@ -162,7 +175,8 @@ def write(tables: list[pd.DataFrame], out: Path, args: argparse.Namespace, n_tra
         f"Hessian diagonal on the first {args.hessian_examples:,} training images per update. "
         f"Device: {jax.devices()[0].platform}. Step counts scaled by {args.scale}.\n\n"
         + s.to_markdown(index=False, floatfmt=".4g")
-        + "\n"
+        + "\n\n"
+        + CHOSEN.get(args.arch, "")
     )
     write_text(out.with_suffix(".md"), text)
     return text
@@ -179,7 +193,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--update-every", type=int, default=100, help="gradual: steps between masks")
     ap.add_argument("--scale", type=float, default=1.0, help="scale every step count (smoke)")
     ap.add_argument("--out", required=True, help="output stem: writes OUT.csv and OUT.md")
+    ap.add_argument("--from-csv", nargs="+", metavar="CSV",
+                    help="no runs: merge earlier OUT.csv files (a run repeated is kept once)")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.from_csv:
+        table = pd.concat([pd.read_csv(f) for f in args.from_csv], ignore_index=True)
+        table = table.drop_duplicates(["arch", "method", "protocol", "seed", "round"])
+        if set(table.arch) != {args.arch}:
+            raise ValueError(
+                f"--from-csv: the files hold {sorted(set(table.arch))}, not {args.arch}"
+            )
+        n_train = 60_000 - args.val
+        print(write([table], Path(args.out), args, n_train))
+        return 0
     if not 0 < args.val < 60_000:
         raise ValueError(f"--val must be in (0, 60000), got {args.val}")
     protocols = PROTOCOLS[args.arch]
