@@ -377,11 +377,16 @@ plt.show()
 #
 # For each parametric layer, the percentage of its kernel weights that remain: after the last
 # round of iterative OBD and of iterative magnitude pruning, and after one-shot OBD and magnitude
-# over all layers at the largest level within a 1-point accuracy loss (`-sparsity.csv`), next to
-# Han et al.'s Tables 2 and 3. Bars: mean over seeds; whiskers: lowest to highest seed.
+# over all layers at the largest level within a 1-point accuracy loss (`-sparsity.csv`), for
+# iterative OBD's frontier runs at the compression of (a) (`-frontier_layers.csv`), next to Han et
+# al.'s Tables 2 and 3. Bars: mean over seeds; whiskers: lowest to highest seed.
 
 # %%
-layers = ct.layer_sparsity(tables["sparsity"]) if not tables["sparsity"].empty else None
+sparsity = tables["sparsity"]
+if not frontier.empty:  # iterative OBD's frontier runs, at (a)'s round, per seed
+    at_frontier = fr.layers_at_frontier(results_dir, frontier_seeds)
+    sparsity = pd.concat([sparsity, at_frontier], ignore_index=True)
+layers = ct.layer_sparsity(sparsity) if not sparsity.empty else None
 if layers is not None:
     wide = layers.pivot_table(index=["arch", "name"], columns="source", values="remaining_mean",
                               sort=False)  # fmt: skip

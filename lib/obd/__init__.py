@@ -55,6 +55,9 @@ _EXPORTS: dict[str, str] = {
     "loss_change_terms": "obd.taylor",
     "retrain_masked": "obd.retrain",
     "iterative_prune": "obd.retrain",
+    "cubic_sparsity": "obd.gradual",
+    "gradual_prune": "obd.gradual",
+    "gradual_path": "obd.gradual",
 }
 
 __all__ = [

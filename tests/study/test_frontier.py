@@ -125,3 +125,29 @@ def test_frontier_finding(tmp_path):
     )
     f = {f.key: f for f in findings.compute(tmp_path / "b")}["frontier"]
     assert f.held is False and "on 2 of 3 seeds" in f.text
+
+
+def test_layers_at_frontier_take_the_round_of_a(tmp_path):
+    """Figure 9's frontier bars: each layer's pruning at the round where (a) was read."""
+    g = run("lenet_300_100", "iterative-obd", 0, [0.017, 0.018, 0.0185, 0.03])  # (a): 4x, round 2
+    write(tmp_path, [g])
+    sizes = (235_200, 30_000, 1_000)
+    rows = []
+    for r, c in ((1, 2), (2, 4), (3, 8)):
+        left = [round(s / c) for s in sizes]
+        left[0] += sum(sizes) // c - sum(left)  # exactly 1 / c of all the weights are left
+        for layer, (name, size, k) in enumerate(
+            zip(("fc1", "fc2", "fc3"), sizes, left, strict=True)
+        ):
+            rows.append(dict(arch="lenet_300_100", seed=0, method="iterative-obd", round=r,
+                             layer=layer, name=name, size=size, n_pruned=size - k,
+                             fraction_pruned=1 - k / size))  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "convnets" / "lenet_300_100-seed0-frontier_layers.csv",
+                              index=False)  # fmt: skip
+    seeds = fr.per_seed(fr.read(tmp_path), ANCHORS)
+    assert seeds.within.iloc[0] == 4
+    at = fr.layers_at_frontier(tmp_path, seeds)
+    assert at.saliency.unique().tolist() == ["frontier_obd"] and len(at) == 3
+    assert at.n_pruned.sum() == sum(sizes) - sum(sizes) // 4  # the round at 4x, not 2x or 8x
+    assert at.kind.tolist() == ["dense"] * 3
+    assert fr.layers_at_frontier(tmp_path / "none", seeds).empty

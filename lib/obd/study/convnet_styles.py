@@ -23,6 +23,7 @@ SPARSITY_SOURCES: dict[str, tuple[str, str]] = {
     "oneshot_obd": ("OBD, all layers, one-shot (1-point loss)", COLORS["obd_global"]),
     "oneshot_magnitude": ("magnitude, all layers, one-shot (1-point loss)",
                           COLORS["magnitude_global"]),
+    "frontier_obd": ("OBD, iterative, at its frontier (within 0.1 point)", "navy"),
     "han2015": ("Han et al. 2015 (published)", "black"),
 }  # fmt: skip
 #: published method key: colour, marker (figure 8; every network, both panels)

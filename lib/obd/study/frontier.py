@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from obd.pipeline.io import finished
 from obd.study.convnet_metrics import EPS, TOLERANCE, compression, mean_interval
+from obd.study.records import read_csv
 
 #: frontier methods: legend label, colour, marker (figure 8; the frontier table)
 METHODS: dict[str, tuple[str, str, str]] = {
@@ -40,6 +42,9 @@ COLUMNS = [
     "test_error", "test_se", "dense_val_error", "dense_test_error", "break_error", "broke",
     "retrain_steps", "seconds",
 ]  # fmt: skip
+#: the columns of a per-layer frontier CSV (``{arch}-seed{seed}-frontier_layers.csv``)
+LAYER_COLUMNS = ["arch", "seed", "method", "round", "layer", "name", "size", "n_pruned",
+                 "fraction_pruned"]  # fmt: skip
 SECOND_ORDER = ("iterative-obd", "gradual-obd")
 
 
@@ -65,10 +70,10 @@ def break_threshold(dense_val_error: float, anchor_errors, tol: float = TOLERANC
 def read(results_dir: str | os.PathLike) -> pd.DataFrame:
     """Every ``convnets/*-seed*-frontier.csv`` under ``results_dir``, concatenated (empty if
     none); a file without the expected columns is a ``ValueError`` naming it."""
-    files = sorted(Path(results_dir, "convnets").glob("*-seed*-frontier.csv"))
+    files = finished(Path(results_dir, "convnets").glob("*-seed*-frontier.csv"))
     tables = []
     for f in files:
-        t = pd.read_csv(f)
+        t = read_csv(f)
         missing = sorted(set(COLUMNS) - set(t.columns))
         if missing:
             raise ValueError(f"{f.name}: not a frontier table, columns {missing} missing")
@@ -140,6 +145,37 @@ def summary(seeds: pd.DataFrame, anchors: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def layers_at_frontier(
+    results_dir: str | os.PathLike, seeds: pd.DataFrame, method: str = "iterative-obd"
+) -> pd.DataFrame:
+    """Per seed of ``method``: each layer's kernel weights pruned at its frontier (the round of
+    (a), :func:`per_seed`'s ``within``), from ``convnets/*-seed*-frontier_layers.csv``, as rows
+    of a ``-sparsity.csv`` table with ``saliency`` ``frontier_<saliency>`` (empty if none)."""
+    from obd.study import convnets
+
+    files = finished(Path(results_dir, "convnets").glob("*-seed*-frontier_layers.csv"))
+    if not files:
+        return pd.DataFrame()
+    layers = pd.concat([read_csv(f, LAYER_COLUMNS) for f in files], ignore_index=True)
+    rows = []
+    for r in seeds[(seeds.method == method) & (seeds.within > 1)].itertuples():
+        g = layers[(layers.arch == r.arch) & (layers.seed == r.seed) & (layers.method == method)]
+        total = g.groupby("round").agg(n=("n_pruned", "sum"), size=("size", "sum"))
+        c = total["size"] / (total["size"] - total.n)
+        at = c.index[np.isclose(c.to_numpy(), r.within)]
+        if len(at) == 0:
+            continue
+        g = g[g["round"] == at[0]]
+        kinds = convnets.layer_kinds(r.arch)
+        rows.append(g.assign(saliency="frontier_" + method.split("-")[1],
+                             kind=[kinds[i] for i in g.layer]))  # fmt: skip
+    if not rows:
+        return pd.DataFrame()
+    cols = ["arch", "seed", "saliency", "layer", "name", "kind", "size", "n_pruned",
+            "fraction_pruned"]  # fmt: skip
+    return pd.concat(rows, ignore_index=True)[cols]
+
+
 def _x(v: float) -> str:
     return "n/a" if not np.isfinite(v) else f"{v:.0f}x" if v >= 10 else f"{v:.1f}x"
 
@@ -208,5 +244,6 @@ def mean_path(g: pd.DataFrame, column: str = "test_error") -> pd.DataFrame:
 __all__ = [
     "METHODS", "COLUMNS", "SECOND_ORDER", "binomial_se", "break_threshold", "read",
     "within_dense", "reaches", "per_seed", "summary", "summary_markdown", "mean_path",
+    "layers_at_frontier",
     "compression",
 ]  # fmt: skip

@@ -88,8 +88,10 @@ SOURCES = [
 GROUPS = (
     ("Comparison with the blog", ("compare", "blog_replay")),
     ("Analyses beyond the blog", ("assumptions", "curvature", "retrain")),
-    ("Convnets: LeNet-300-100 and LeNet-5 against Han et al. (2015) and later work",
-     ("convnet", "frontier")),
+    (
+        "Convnets: LeNet-300-100 and LeNet-5 against Han et al. (2015) and later work",
+        ("convnet", "frontier"),
+    ),
     ("Pruning sweeps (one per variant, all seeds)", ("prune-",)),
     ("Training runs", ("train-",)),
 )
