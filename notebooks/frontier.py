@@ -23,8 +23,9 @@
 #
 # 1. **train** it by the study's recipe on the training images less the last `val_examples`,
 #    which are the **validation set**;
-# 2. prune it along `compressions` (kernel weights over kernel weights left), retraining after
-#    every round, by each of `methods`:
+# 2. prune it along `compressions` (kernel weights over kernel weights left; a level of `c` leaves
+#    `floor(n / c)` of the `n` kernel weights, so that it is at least `c`), retraining after every
+#    round, by each of `methods`:
 #    * `iterative-obd`: OBD `0.5 h w^2`, the exact Hessian diagonal recomputed every round
 #      (`obd.retrain.iterative_prune`), then masked retraining;
 #    * `iterative-magnitude`: the same with `|w|`;
@@ -104,7 +105,6 @@ if not isinstance(methods, list) or not methods or set(methods) - set(fr.METHODS
 c = np.asarray(compressions, float)
 if c.ndim != 1 or c.size == 0 or np.any(c <= 1) or np.any(np.diff(c) <= 0):
     raise ValueError(f"compressions must be an increasing list of ratios > 1, got {compressions!r}")
-schedule = 1.0 - 1.0 / c
 protocols = {}
 for family in ("iterative", "gradual"):
     p = {k: globals()[f"{family}_{k}"] for k in ("epochs", "learning_rate", "weight_decay")}
@@ -150,6 +150,10 @@ model, history = convnets.train_net(
 )  # fmt: skip
 timings["train"] = time.perf_counter() - t0
 dense_val, dense_test = errors(model, x_val, y_val), errors(model, x_test, y_test)
+# each level leaves floor(n / c) of the n kernel weights, so its compression is at least c
+sizes = layer_sparsity(model)
+n_kernel = int(sizes[sizes.tensor == "kernel"]["size"].sum())
+schedule = (n_kernel - np.floor(n_kernel / c)) / n_kernel
 break_error = fr.break_threshold(dense_val, anchors.pruned_error_pct / 100)
 print(f"dense: validation error {100 * dense_val:.2f}%, test error {100 * dense_test:.2f}% "
       f"± {100 * fr.binomial_se(dense_test, len(x_test)):.2f} (binomial standard error); "
