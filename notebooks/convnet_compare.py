@@ -345,6 +345,9 @@ for col, arch in enumerate(archs):
             ax.set_xticks(ticks, [f"{t:g}x" for t in ticks])
             ax.xaxis.set_minor_locator(mticker.NullLocator())
             top = max(3 * dense_mean, dense_mean + 0.02, *(pub.pruned_error_pct / 100 * 1.15))
+            if len(ftr):  # the frontier paths, where the published points lie, fill the panel
+                top = max(1.15 * float(ftr.test_error.max()), dense_mean + 0.01,
+                          *(pub.pruned_error_pct / 100 * 1.15))  # fmt: skip
             ax.set_ylim(0, 100 * top)
             pct = ax.secondary_xaxis(
                 "top",
