@@ -60,6 +60,14 @@ TINY: dict[str, dict] = {
         "iterative_hessian_examples": 200,
     },  # fmt: skip
     "convnet_compare": {},  # reads the tiny convnet CSVs of the fixture
+    "frontier": {
+        "train_steps": 5,
+        "compressions": [2, 4],
+        "iterative_epochs": 0.01,  # about 9 steps a round
+        "gradual_epochs": 0.01,
+        "update_every": 3,
+        "hessian_examples": 200,
+    },  # fmt: skip
     "own_model": {"train_steps": 20, "hessian_examples": 200, "retrain_steps": 5},
     "global_obs": {"fractions": [0, 0.5], "hessian_examples": 500},
     "blog_replay": {
