@@ -35,26 +35,25 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from obd.batches import batch_indices
-from obd.checks import check_converging, check_examples, check_number, check_trainable
-from obd.hessian import hessian_diag
-from obd.mlp import layer_sizes
-from obd.network import Params, activation_fn, as_network, input_check, is_module, to_params
+from obd.checks import check_converging, check_number, check_trainable
+from obd.network import Params, as_network, is_module, to_params
 from obd.network import with_params as module_with_params
-from obd.prune import apply_masks
-from obd.prune import masks as prune_masks
 from obd.retrain import (
     LR_SCHEDULES,
     SALIENCIES,
     _adam,
+    _BreakPoint,
+    _check_break,
+    _check_sets,
     _evaluate,
     _initial_keep,
     _kernel_counts,
     _masked_chunk,
+    _prune_to,
     check_schedule,
     round_steps,
 )
 from obd.saliencies import check_scope
-from obd.saliencies import saliency as score_params
 
 
 def cubic_sparsity(
@@ -149,28 +148,11 @@ def gradual_prune(
         x_val, y_val = np.asarray(x_val), np.asarray(y_val)
         sets.append((x_val, y_val, "val"))
     module = is_module(params)
-    if module:
-        net, flat, restore = as_network(params)
-        classes, act_arg = int(np.shape(flat[-1]["kernel"])[-1]), None
-        for xs, _, which in sets:
-            try:
-                input_check(net, flat, xs)
-            except ValueError as err:
-                raise ValueError(f"x_{which}: {err}") from None
-    else:
-        activation_fn(activation)
-        sizes = layer_sizes(params)
-        net, classes, act_arg = None, sizes[-1], activation
-        for xs, ys, which in sets:
-            if xs.ndim != 2 or xs.shape[1] != sizes[0] or ys.shape != xs.shape[:1]:
-                raise ValueError(
-                    f"x_{which} must be [N, {sizes[0]}] and y_{which} [N]; got {xs.shape}, "
-                    f"{ys.shape}"
-                )
+    _, act_arg = _check_sets(params, sets, activation)
+    if not module:
         params = jax.tree.map(jnp.asarray, params)
-    for xs, ys, which in sets:
-        check_examples(xs, ys, num_classes=classes, name=f"x_{which}", label_name=f"y_{which}")
-    check_trainable(as_network(params)[1] if module else params, x_train, name="x_train")
+    net, flat, restore = as_network(params) if module else (None, params, None)
+    check_trainable(flat, x_train, name="x_train")
     keep = _initial_keep(params)
     n_pruned, n_total = _kernel_counts(keep)
     initial = n_pruned / n_total
@@ -185,8 +167,8 @@ def gradual_prune(
     k_data, k_drop = jax.random.split(jax.random.key(seed))
     idx = batch_indices(k_data, x_train.shape[0], steps, batch_size)
     decay = steps if lr_schedule == "cosine" else 0
-    flat0 = as_network(params)[1] if module else params
-    opt_state = _adam(float(learning_rate), decay, float(weight_decay)).init(flat0)
+    opt_state = _adam(float(learning_rate), decay, float(weight_decay)).init(flat)
+    xv, yv = (None, None) if x_val is None else (jnp.asarray(x_val), jnp.asarray(y_val))
 
     updates = _update_steps(begin, end, update_every)
     bounds = sorted(set(updates) | {0, steps})
@@ -198,21 +180,8 @@ def gradual_prune(
         if a in updates:
             target = max(cubic_sparsity(a, final=final, end=end, initial=initial, begin=begin),
                          initial)  # fmt: skip
-            if saliency == "obd":
-                hdiag = hessian_diag(params, x_h, y_h, activation=act_arg)
-                scores = score_params("obd", params, hdiag=hdiag, activation=act_arg)
-            else:
-                scores = score_params("magnitude", params, activation=act_arg)
-            scores = jax.tree.map(lambda s, k: jnp.where(k, s, -jnp.inf), scores, keep)
-            keep = jax.tree.map(
-                jnp.logical_and,
-                prune_masks(scores, target, scope=scope, include_biases=False),
-                keep,
-            )
-            if module:
-                params = apply_masks(params, keep)
-            else:
-                params = jax.tree.map(lambda p, k: jnp.where(k, p, 0), params, keep)
+            params, keep = _prune_to(params, keep, target, saliency=saliency, scope=scope,
+                                     x_h=x_h, y_h=y_h, act_arg=act_arg)  # fmt: skip
         if module:
             _, flat, restore = as_network(params)
             keep_flat = jax.tree.map(
@@ -236,8 +205,8 @@ def gradual_prune(
             step=a, target=target, pruned_fraction=_kernel_counts(keep)[0] / n_total,
             train_loss=sum(v * w for v, w in losses) / sum(w for _, w in losses),
         )  # fmt: skip
-        if x_val is not None:
-            acc, ce = _evaluate(params, jnp.asarray(x_val), jnp.asarray(y_val), activation)
+        if xv is not None:
+            acc, ce = _evaluate(params, xv, yv, activation)
             row.update(val_accuracy=float(acc), val_loss=float(ce))
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
@@ -286,37 +255,12 @@ def gradual_path(
     per_round = round_steps(steps, len(schedule))
     if any(s < 1 for s in per_round):
         raise ValueError(f"steps must be >= 1 in every round, got {per_round!r}")
-    patience = check_number("patience", patience, lo=1, integer=True)
     seed = check_number("seed", seed, lo=0, integer=True)
-    if (x_val is None) != (y_val is None):
-        raise ValueError("x_val and y_val go together: give both (a validation set) or neither")
-    if break_error is not None:
-        if x_val is None:
-            raise ValueError(
-                "break_error needs a validation set (x_val, y_val): the break point is decided "
-                "on validation data, never on the test set"
-            )
-        check_number("break_error", break_error, lo=0, hi=1, lo_open=True, hi_open=True)
-    if on_round is not None and not callable(on_round):
-        raise ValueError(
-            f"on_round must be a function (round, params, keep) or None, got {on_round!r}"
-        )
-    x_test, y_test = np.asarray(x_test), np.asarray(y_test)
-    if is_module(params):
-        net, flat, _ = as_network(params)
-        classes = int(np.shape(flat[-1]["kernel"])[-1])
-        try:
-            input_check(net, flat, x_test)
-        except ValueError as err:
-            raise ValueError(f"x_test: {err}") from None
-    else:
-        sizes = layer_sizes(params)
-        classes = sizes[-1]
-        if x_test.ndim != 2 or x_test.shape[1] != sizes[0] or y_test.shape != x_test.shape[:1]:
-            raise ValueError(
-                f"x_test must be [N, {sizes[0]}] and y_test [N]; got {x_test.shape}, {y_test.shape}"
-            )
-    check_examples(x_test, y_test, num_classes=classes, name="x_test", label_name="y_test")
+    patience = _check_break(x_val, y_val, break_error, patience, on_round)
+    sets = [(np.asarray(x_test), np.asarray(y_test), "test")]
+    if x_val is not None:
+        sets.append((np.asarray(x_val), np.asarray(y_val), "val"))
+    _check_sets(params, sets, kwargs.get("activation", "relu"))
     activation = kwargs.get("activation", "relu")
     xt, yt = jnp.asarray(x_test), jnp.asarray(y_test)
     xv, yv = (None, None) if x_val is None else (jnp.asarray(x_val), jnp.asarray(y_val))
@@ -334,13 +278,13 @@ def gradual_path(
     n_pruned, n_total = _kernel_counts(_initial_keep(params))
     rows = [dict(round=0, fraction=0.0, n_pruned=n_pruned, train_loss=float("nan"),
                  retrain_steps=0, seconds=0.0, **readings(params))]  # fmt: skip
-    over = 0
+    breaking = _BreakPoint(break_error, patience)
     for r, (level, n_steps) in enumerate(zip(schedule, per_round, strict=True), start=1):
         t0 = time.perf_counter()
         level = max(float(level), _kernel_counts(_initial_keep(params))[0] / n_total)
         params, keep, hist = gradual_prune(
             params, x_train, y_train, final=level, steps=n_steps, saliency=saliency,
-            seed=seed * 1_000 + r, x_val=x_val, y_val=y_val, **kwargs,
+            seed=seed * 1_000 + r, **kwargs,
         )  # fmt: skip
         train_loss = float(np.average(hist.train_loss, weights=np.diff([*hist.step, n_steps])))
         row = dict(round=r, fraction=float(schedule[r - 1]), n_pruned=_kernel_counts(keep)[0],
@@ -349,10 +293,8 @@ def gradual_path(
         rows.append(row)
         if on_round is not None:
             on_round(r, params, keep)
-        if break_error is not None:
-            over = over + 1 if 1.0 - row["val_accuracy"] > break_error else 0
-            if over >= patience:
-                break
+        if breaking.reached(row.get("val_accuracy")):
+            break
     df = pd.DataFrame(rows)
     df.insert(0, "saliency", saliency)
     df.insert(3, "pruned_fraction", df["n_pruned"] / n_total)

@@ -281,6 +281,86 @@ def _kernel_counts(keep) -> tuple[int, int]:
     return sum(int((~k).sum()) for k in kernels), sum(k.size for k in kernels)
 
 
+def _check_break(x_val, y_val, break_error, patience, on_round) -> int:
+    """The validation set and break-point arguments of :func:`iterative_prune` (and
+    :func:`obd.gradual.gradual_path`): ``patience`` as an int; ``ValueError`` naming what is wrong."""
+    patience = _positive_int("patience", patience)
+    if (x_val is None) != (y_val is None):
+        raise ValueError("x_val and y_val go together: give both (a validation set) or neither")
+    if break_error is not None:
+        if x_val is None:
+            raise ValueError(
+                "break_error needs a validation set (x_val, y_val): the break point is decided "
+                "on validation data, never on the test set"
+            )
+        check_number("break_error", break_error, lo=0, hi=1, lo_open=True, hi_open=True)
+    if on_round is not None and not callable(on_round):
+        raise ValueError(
+            f"on_round must be a function (round, params, keep) or None, got {on_round!r}"
+        )
+    return patience
+
+
+class _BreakPoint:
+    """Counts the rounds in a row whose validation error exceeds ``error``; :meth:`reached` is
+    True once ``patience`` of them follow each other (never when ``error`` is None)."""
+
+    def __init__(self, error: float | None, patience: int) -> None:
+        self.error, self.patience, self.over = error, patience, 0
+
+    def reached(self, val_accuracy: float | None) -> bool:
+        if self.error is None:
+            return False
+        self.over = self.over + 1 if 1.0 - val_accuracy > self.error else 0
+        return self.over >= self.patience
+
+
+def _check_sets(params, sets, activation: str) -> tuple[int, str | None]:
+    """Check each ``(x, y, name)`` of ``sets`` against the model (the NNX model's input shape, or
+    ``[N, inputs]`` for the plain MLP) and its labels; returns the number of classes and the
+    activation argument of the Hessian and saliencies (None for an NNX model)."""
+    if is_module(params):
+        net, flat, _ = as_network(params)
+        for xs, _, which in sets:
+            try:
+                input_check(net, flat, xs)
+            except ValueError as err:
+                raise ValueError(f"x_{which}: {err}") from None
+        classes, act_arg = int(np.shape(flat[-1]["kernel"])[-1]), None
+    else:
+        activation_fn(activation)
+        sizes = layer_sizes(params)
+        for xs, ys, which in sets:
+            if xs.ndim != 2 or xs.shape[1] != sizes[0] or ys.shape != xs.shape[:1]:
+                raise ValueError(
+                    f"x_{which} must be [N, {sizes[0]}] and y_{which} [N]; got {xs.shape}, "
+                    f"{ys.shape}"
+                )
+        classes, act_arg = sizes[-1], activation
+    for xs, ys, which in sets:
+        check_examples(xs, ys, num_classes=classes, name=f"x_{which}", label_name=f"y_{which}")
+    return classes, act_arg
+
+
+def _prune_to(params, keep, target: float, *, saliency: str, scope: str, x_h, y_h, act_arg):
+    """Score ``params`` (OBD with the exact diagonal on ``x_h, y_h``, or magnitude) and prune
+    its kernels until ``target`` of them are zero; weights pruned before (``keep`` False) rank
+    first and stay pruned, so the masks nest. Returns the pruned model and its mask."""
+    if saliency == "obd":
+        hdiag = hessian_diag(params, x_h, y_h, activation=act_arg)
+        scores = score_params("obd", params, hdiag=hdiag, activation=act_arg)
+    else:
+        scores = score_params("magnitude", params, activation=act_arg)
+    scores = jax.tree.map(lambda s, k: jnp.where(k, s, -jnp.inf), scores, keep)
+    # & keep: weights already pruned stay pruned even when the target is below them
+    keep = jax.tree.map(
+        jnp.logical_and, prune_masks(scores, float(target), scope=scope, include_biases=False), keep
+    )
+    if is_module(params):
+        return apply_masks(params, keep), keep
+    return jax.tree.map(lambda p, k: jnp.where(k, p, 0), params, keep), keep
+
+
 def iterative_prune(
     params: Params,
     x_train,
@@ -349,21 +429,8 @@ def iterative_prune(
     seed = check_number("seed", seed, lo=0, integer=True)
     check_number("learning_rate", learning_rate, lo=0, lo_open=True)
     check_number("dropout_rate", dropout_rate, lo=0, hi=1, hi_open=True)
-    patience = _positive_int("patience", patience)
     check_number("weight_decay", weight_decay, lo=0)
-    if (x_val is None) != (y_val is None):
-        raise ValueError("x_val and y_val go together: give both (a validation set) or neither")
-    if break_error is not None:
-        if x_val is None:
-            raise ValueError(
-                "break_error needs a validation set (x_val, y_val): the break point is decided "
-                "on validation data, never on the test set"
-            )
-        check_number("break_error", break_error, lo=0, hi=1, lo_open=True, hi_open=True)
-    if on_round is not None and not callable(on_round):
-        raise ValueError(
-            f"on_round must be a function (round, params, keep) or None, got {on_round!r}"
-        )
+    patience = _check_break(x_val, y_val, break_error, patience, on_round)
     x_train, y_train = np.asarray(x_train), np.asarray(y_train)
     x_test, y_test = np.asarray(x_test), np.asarray(y_test)
     sets = [(x_train, y_train, "train"), (x_test, y_test, "test")]
@@ -371,30 +438,10 @@ def iterative_prune(
         x_val, y_val = np.asarray(x_val), np.asarray(y_val)
         sets.append((x_val, y_val, "val"))
     module = is_module(params)
-    if module:
-        net, flat, _ = as_network(params)
-        classes = int(np.shape(flat[-1]["kernel"])[-1])
-        act_arg = None
-        if dropout_rate != 0:
-            raise ValueError("dropout_rate applies to the plain MLP only; NNX models take 0.0")
-        for xs, _, which in sets:
-            try:
-                input_check(net, flat, xs)
-            except ValueError as err:
-                raise ValueError(f"x_{which}: {err}") from None
-    else:
-        activation_fn(activation)
-        sizes = layer_sizes(params)
-        classes, act_arg = sizes[-1], activation
-        for xs, ys, which in sets:
-            if xs.ndim != 2 or xs.shape[1] != sizes[0] or ys.shape != xs.shape[:1]:
-                raise ValueError(
-                    f"x_{which} must be [N, {sizes[0]}] and y_{which} [N]; got {xs.shape}, "
-                    f"{ys.shape}"
-                )
-    for xs, ys, which in sets:
-        check_examples(xs, ys, num_classes=classes, name=f"x_{which}", label_name=f"y_{which}")
-    check_trainable(flat if module else params, x_train, name="x_train")
+    if module and dropout_rate != 0:
+        raise ValueError("dropout_rate applies to the plain MLP only; NNX models take 0.0")
+    _, act_arg = _check_sets(params, sets, activation)
+    check_trainable(as_network(params)[1] if module else params, x_train, name="x_train")
     x_h, y_h = (x_train, y_train) if hessian_examples is None else (
         x_train[:hessian_examples], y_train[:hessian_examples])  # fmt: skip
     x_test, y_test = jnp.asarray(x_test), jnp.asarray(y_test)
@@ -415,27 +462,12 @@ def iterative_prune(
                  accuracy_pruned=float(acc), loss_pruned=float(ce), accuracy=float(acc),
                  loss=float(ce), train_loss=float("nan"), retrain_steps=0, seconds=0.0,
                  **validation())]  # fmt: skip
-    over = 0  # rounds in a row whose validation error exceeds break_error
+    breaking = _BreakPoint(break_error, patience)
     bar = tqdm(schedule, desc=f"iterative {saliency}", disable=not progress)
     for r, target in enumerate(bar, start=1):
         t0 = time.perf_counter()
-        if saliency == "obd":
-            hdiag = hessian_diag(params, x_h, y_h, activation=act_arg)
-            scores = score_params("obd", params, hdiag=hdiag, activation=act_arg)
-        else:
-            scores = score_params("magnitude", params, activation=act_arg)
-        # weights pruned in earlier rounds rank first, so the masks are nested
-        scores = jax.tree.map(lambda s, k: jnp.where(k, s, -jnp.inf), scores, keep)
-        # & keep: weights already pruned stay pruned even when a round's target is below them
-        keep = jax.tree.map(
-            jnp.logical_and,
-            prune_masks(scores, float(target), scope=scope, include_biases=False),
-            keep,
-        )
-        if module:
-            params = apply_masks(params, keep)
-        else:
-            params = jax.tree.map(lambda p, k: jnp.where(k, p, 0), params, keep)
+        params, keep = _prune_to(params, keep, target, saliency=saliency, scope=scope, x_h=x_h,
+                                 y_h=y_h, act_arg=act_arg)  # fmt: skip
         acc_p, ce_p = _evaluate(params, x_test, y_test, activation)
         params, train_loss = retrain_masked(
             params, keep, x_train, y_train, steps=steps_per_round[r - 1], batch_size=batch_size,
@@ -454,10 +486,8 @@ def iterative_prune(
         bar.set_postfix(pruned=f"{target:.1%}", acc=f"{float(acc):.4f}")
         if on_round is not None:
             on_round(r, params, keep)
-        if break_error is not None:
-            over = over + 1 if 1.0 - val["val_accuracy"] > break_error else 0
-            if over >= patience:
-                break
+        if breaking.reached(val.get("val_accuracy")):
+            break
     bar.close()
     _, n = _kernel_counts(keep)
     df = pd.DataFrame(rows)
