@@ -35,9 +35,9 @@ import jax
 import numpy as np
 import pandas as pd
 
-from obd.gradual import gradual_prune
+from obd.gradual import gradual_path
 from obd.pipeline.io import atomic_path, write_text
-from obd.retrain import _evaluate, iterative_prune
+from obd.retrain import iterative_prune
 from obd.study import convnets
 from obd.study.published import load_published
 
@@ -98,29 +98,6 @@ def anchors(arch: str) -> pd.DataFrame:
     """The published points of ``arch`` (Han et al. 2015 and the later anchors)."""
     pub = load_published()
     return pub[pub.network == arch].reset_index(drop=True)
-
-
-def gradual_path(model, x, y, xv, yv, *, saliency, fractions, steps, lr, batch, seed, break_error,
-                 update_every, hessian_examples, weight_decay):  # fmt: skip
-    """Gradual pruning level after level, with the break rule of ``iterative_prune``."""
-    acc, _ = _evaluate(model, xv, yv, None)
-    rows = [dict(round=0, fraction=0.0, pruned_fraction=0.0, val_accuracy=float(acc), seconds=0.0)]
-    over = 0
-    for r, level in enumerate(fractions, start=1):
-        t0 = time.perf_counter()
-        model, _, hist = gradual_prune(
-            model, x, y, final=float(level), steps=steps, update_every=update_every,
-            saliency=saliency, hessian_examples=hessian_examples, batch_size=batch,
-            learning_rate=lr, seed=seed * 1_000 + r, x_val=xv, y_val=yv, weight_decay=weight_decay,
-        )  # fmt: skip
-        acc = float(hist.val_accuracy.iloc[-1])
-        rows.append(dict(round=r, fraction=float(level),
-                         pruned_fraction=float(hist.pruned_fraction.iloc[-1]),
-                         val_accuracy=acc, seconds=time.perf_counter() - t0))  # fmt: skip
-        over = over + 1 if 1 - acc > break_error else 0
-        if over >= PATIENCE:
-            break
-    return pd.DataFrame(rows)
 
 
 def summary(table: pd.DataFrame, arch: str) -> pd.DataFrame:
@@ -250,12 +227,15 @@ def main(argv: list[str] | None = None) -> int:
                         patience=PATIENCE, weight_decay=wd,
                     )[["round", "fraction", "pruned_fraction", "val_accuracy", "seconds"]]  # fmt: skip
                 else:
-                    table = gradual_path(
-                        model, x_tr, y_tr, x_val, y_val, saliency=saliency, fractions=fractions,
-                        steps=steps, lr=lr, batch=batch, seed=seed, break_error=break_error,
+                    table, _ = gradual_path(
+                        model, x_tr, y_tr, x_val, y_val, saliency=saliency, schedule=fractions,
+                        steps=steps, learning_rate=lr, batch_size=batch, seed=seed,
+                        x_val=x_val, y_val=y_val, break_error=break_error, patience=PATIENCE,
                         update_every=args.update_every, hessian_examples=args.hessian_examples,
                         weight_decay=wd,
-                    )  # fmt: skip
+                    )  # no test set here: the validation set stands in its place  # fmt: skip
+                    table = table[["round", "fraction", "pruned_fraction", "val_accuracy",
+                                   "seconds"]]  # fmt: skip
                 table = table.assign(
                     arch=args.arch, method=method, protocol=name, seed=seed, learning_rate=lr,
                     batch_size=batch, weight_decay=wd, retrain_steps=[0] + [steps] * (len(table) - 1),
