@@ -48,6 +48,27 @@ def toy_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x[:500], y[:500], x[500:], y[500:]
 
 
+@pytest.fixture(scope="session")
+def trained_toy_mlp():
+    """A 20-16-16-3 plain MLP trained (3,000 Adam steps) on ``toy_data``'s problem, with its
+    data ``(x, y, x_test, y_test)``: the model that retraining and gradual pruning start from."""
+    import jax
+
+    from obd.mlp import init_mlp
+    from obd.retrain import retrain_masked
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(20, 3))
+    x = rng.uniform(size=(600, 20)).astype(np.float32)
+    y = ((x - 0.5) @ w).argmax(-1).astype(np.int32)
+    data = x[:500], y[:500], x[500:], y[500:]
+    params = init_mlp(jax.random.key(0), (20, 16, 16, 3))
+    everything = jax.tree.map(lambda p: np.ones(p.shape, bool), params)
+    params = retrain_masked(params, everything, data[0], data[1], steps=3000,
+                            learning_rate=3e-3, loss_reduction="mean")  # fmt: skip
+    return params, data
+
+
 @pytest.fixture
 def toy_net():
     """An untrained plain MLP for ``toy_data`` (``problems.TOY_SIZES``: 20-8-3)."""

@@ -13,7 +13,6 @@ from jax.flatten_util import ravel_pytree
 from obd import gradual, nets, retrain
 from obd.gradual import cubic_sparsity, gradual_prune
 from obd.hessian import hessian_diag
-from obd.mlp import init_mlp
 from obd.prune import masks, prune_counts
 from obd.saliencies import saliency
 from problems import kernel_zeros, sparsify
@@ -22,16 +21,9 @@ SIZES = (20, 16, 16, 3)
 
 
 @pytest.fixture(scope="module")
-def trained():
-    rng = np.random.default_rng(0)
-    w = rng.normal(size=(20, 3))
-    x = rng.uniform(size=(600, 20)).astype(np.float32)
-    y = ((x - 0.5) @ w).argmax(-1).astype(np.int32)
-    params = init_mlp(jax.random.key(0), SIZES)
-    everything = jax.tree.map(lambda p: np.ones(p.shape, bool), params)
-    params = retrain.retrain_masked(params, everything, x[:500], y[:500], steps=2000,
-                                    learning_rate=3e-3, loss_reduction="mean")  # fmt: skip
-    return params, (x[:500], y[:500], x[500:], y[500:])
+def trained(trained_toy_mlp):
+    """conftest's trained toy MLP and its data."""
+    return trained_toy_mlp
 
 
 def _n_kernel(params):

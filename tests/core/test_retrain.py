@@ -14,7 +14,7 @@ from jax.flatten_util import ravel_pytree
 
 import problems
 from obd import nets, retrain
-from obd.mlp import init_mlp, loss
+from obd.mlp import loss
 from obd.prune import apply_masks, masks, prune_counts
 from obd.retrain import iterative_prune, retrain_masked
 from obd.saliencies import saliency
@@ -24,18 +24,9 @@ SIZES = (20, 16, 16, 3)
 
 
 @pytest.fixture(scope="module")
-def trained():
-    """A small MLP trained on the toy problem (the module's copy of conftest's toy_data)."""
-    rng = np.random.default_rng(0)
-    w = rng.normal(size=(20, 3))
-    x = rng.uniform(size=(600, 20)).astype(np.float32)
-    y = ((x - 0.5) @ w).argmax(-1).astype(np.int32)
-    data = x[:500], y[:500], x[500:], y[500:]
-    params = init_mlp(jax.random.key(0), SIZES)
-    everything = jax.tree.map(lambda p: np.ones(p.shape, bool), params)
-    params = retrain.retrain_masked(params, everything, data[0], data[1], steps=3000,
-                                    learning_rate=3e-3, loss_reduction="mean")  # fmt: skip
-    return params, data
+def trained(trained_toy_mlp):
+    """conftest's trained toy MLP and its data."""
+    return trained_toy_mlp
 
 
 def _random_masks(params, fraction, seed=0):
