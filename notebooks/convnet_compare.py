@@ -211,9 +211,10 @@ display(Markdown("\n".join(lines)))
 # it with retraining by each method until two rounds in a row exceed, on validation data, both
 # its dense error + 0.1 point and the largest published error of that network. Per method: (a)
 # the largest compression whose **test** error is within `tol` of the run's own dense test error
-# (mean over seeds with its 95% interval, and the worst seed), the test error there with its
-# binomial standard error, and (b) how many seeds reach each published point (compression at
-# least the paper's, test error at most the paper's). Appended to `convnet_summary.md`.
+# (geometric mean over seeds with its 95% interval, and the worst seed), the test error there
+# with its binomial standard error, and (b) how many seeds reach each published point
+# (compression at least the paper's, test error at most the paper's). Appended to
+# `convnet_summary.md`.
 
 # %%
 if frontier.empty:
