@@ -29,6 +29,10 @@
 #    * `iterative-obd`: OBD `0.5 h w^2`, the exact Hessian diagonal recomputed every round
 #      (`obd.retrain.iterative_prune`), then masked retraining;
 #    * `iterative-magnitude`: the same with `|w|`;
+#    * `iterative-obs`: global Optimal Brain Surgeon on the exact Hessian block of every unit's
+#      incoming weights (the same images, recomputed every round on the weights left), each unit's
+#      remaining weights taking the OBS update before the retraining
+#      (`obd.obs.global_obs.global_obs_step`); dense layers only (LeNet-300-100);
 #    * `gradual-magnitude`: Zhu & Gupta's (2017) gradual pruning, the field's standard baseline:
 #      within each round the sparsity rises along their cubic schedule from the last level to the
 #      next over the round's first half, the mask updated every `update_every` steps while the
@@ -41,7 +45,8 @@
 #
 # The retraining protocol of each method family (`iterative`, `gradual`: epochs a round, learning
 # rate, weight decay) was chosen on the validation set of seed 0 (`bench/frontier.py`, README "The
-# pruning frontier"). `convnet_compare.ipynb` reads every seed.
+# pruning frontier"); iterative OBS takes the iterative family's. `convnet_compare.ipynb` reads
+# every seed.
 
 # %%
 import time
@@ -72,7 +77,8 @@ seed = 0  # training seed
 val_examples = 5000  # the last training images: the validation set that decides the break
 train_steps = 9380  # dense training: Adam steps of batch 64, cosine-decayed learning rate
 learning_rate = 1e-3  # peak of the dense training's learning rate
-methods = ["iterative-obd", "iterative-magnitude", "gradual-obd", "gradual-magnitude"]
+methods = ["iterative-obd", "iterative-magnitude", "gradual-obd", "gradual-magnitude",
+           "iterative-obs"]  # fmt: skip
 compressions = [2, 4, 8, 12, 16, 20, 25, 33, 40, 50, 56, 63, 68, 80, 100, 125, 150, 200, 250,
                 300, 400, 500]  # fmt: skip
 iterative_epochs = 6.0  # retraining after each round (an epoch: the training images once)
@@ -102,6 +108,10 @@ check_number("train_steps", train_steps, lo=1, integer=True)
 check_number("learning_rate", learning_rate, lo=1e-12)
 if not isinstance(methods, list) or not methods or set(methods) - set(fr.METHODS):
     raise ValueError(f"methods must be a non-empty list of {list(fr.METHODS)}, got {methods!r}")
+if arch != "lenet_300_100" and set(methods) & set(fr.DENSE_ONLY):
+    raise ValueError(f"{', '.join(fr.DENSE_ONLY)} needs dense layers only (global OBS on each "
+                     f"unit's Hessian block): arch lenet_300_100, not {arch!r}; leave it out of "
+                     "methods")  # fmt: skip
 c = np.asarray(compressions, float)
 if c.ndim != 1 or c.size == 0 or np.any(c <= 1) or np.any(np.diff(c) <= 0):
     raise ValueError(f"compressions must be an increasing list of ratios > 1, got {compressions!r}")

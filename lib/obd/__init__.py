@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "obs_prune": "obd.obs",
     "obs_sweep": "obd.obs",
     "global_obs_prune": "obd.obs",
+    "global_obs_step": "obd.obs",
     "global_obs_sweep": "obd.obs",
     "obs_sweep_model": "obd.obs",
     # OBD's assumptions, and retraining
@@ -72,6 +73,7 @@ __all__ = [
     "empirical_fisher_diag",
     "flatten",
     "global_obs_prune",
+    "global_obs_step",
     "global_obs_sweep",
     "hessian_diag",
     "hutchinson_diags",
@@ -115,7 +117,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
     from obd.mlp import MLP, apply_mlp, init_mlp
     from obd.nets import avg_pool, flatten, max_pool
     from obd.network import ACTIVATIONS, Network, as_network
-    from obd.obs import global_obs_prune, global_obs_sweep, obs_prune, obs_sweep, obs_sweep_model
+    from obd.obs import (
+        global_obs_prune,
+        global_obs_step,
+        global_obs_sweep,
+        obs_prune,
+        obs_sweep,
+        obs_sweep_model,
+    )
     from obd.prune import apply_masks, layer_sparsity, masks, ranks, sweep
     from obd.retrain import iterative_prune, retrain_masked
     from obd.saliencies import register_saliency, saliency, saliency_kinds

@@ -40,7 +40,6 @@ from obd.network import Params, as_network, is_module, to_params
 from obd.network import with_params as module_with_params
 from obd.retrain import (
     LR_SCHEDULES,
-    SALIENCIES,
     _adam,
     _BreakPoint,
     _check_break,
@@ -54,6 +53,9 @@ from obd.retrain import (
     round_steps,
 )
 from obd.saliencies import check_scope
+
+#: the scores gradual pruning takes (global OBS is iterative only: ``obd.retrain``)
+SALIENCIES: tuple[str, ...] = ("obd", "magnitude")
 
 
 def cubic_sparsity(

@@ -3,7 +3,10 @@
 Each round of :func:`iterative_prune` scores the current weights (OBD with the exact Hessian
 diagonal recomputed on the training data, or magnitude), prunes the lowest-scored kernel weights
 until the round's target fraction of all kernel weights is pruned (weights pruned earlier stay
-pruned: they are ranked first), then retrains the survivors with :func:`retrain_masked`. The
+pruned: they are ranked first), then retrains the survivors with :func:`retrain_masked`. With
+``saliency="obs"`` a round is instead one global Optimal Brain Surgeon step on the exact Hessian
+blocks of the weights left (:func:`obd.obs.global_obs.global_obs_step`, which also updates the
+remaining weights), then the same retraining. The
 schedule is a strictly increasing list of target fractions, by default halving the remaining
 weights each round (50, 75, 87.5, 93.75, 96.9%).
 
@@ -52,12 +55,14 @@ from obd.network import (
     to_params,
     with_params,
 )
+from obd.obs.blocks import as_dense
+from obd.obs.global_obs import global_obs_step
 from obd.prune import apply_masks, check_masks, leaf_names
 from obd.prune import masks as prune_masks
 from obd.saliencies import check_like, check_scope
 from obd.saliencies import saliency as score_params
 
-SALIENCIES: tuple[str, ...] = ("obd", "magnitude")
+SALIENCIES: tuple[str, ...] = ("obd", "magnitude", "obs")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 
 
@@ -342,10 +347,38 @@ def _check_sets(params, sets, activation: str) -> tuple[int, str | None]:
     return classes, act_arg
 
 
+def _obs_to(params, keep, target: float, *, x_h, y_h, act_arg):
+    """Global OBS from ``params`` (whose pruned weights are zero) to ``target``, with the OBS
+    update of the remaining weights (:func:`obd.obs.global_obs.global_obs_step`); the new mask is
+    the old one less the weights now zero, so the masks nest. Returns the model and its mask."""
+    kernels = iter(global_obs_step(params, x_h, y_h, float(target), activation=act_arg))
+    if is_module(params):
+        _, flat, restore = as_network(params)
+        flat = [dict(layer, kernel=jnp.asarray(next(kernels))) for layer in flat]
+        params = with_params(params, restore(flat))
+        tree = nnx.state(params, nnx.Param)
+    else:
+        params = [dict(layer, kernel=jnp.asarray(next(kernels))) for layer in params]
+        tree = params
+    keep = jax.tree.unflatten(
+        jax.tree.structure(keep),
+        [
+            jnp.logical_and(k, jnp.asarray(p) != 0) if tensor == "kernel" else k
+            for (_, tensor), k, p in zip(
+                leaf_names(keep), jax.tree.leaves(keep), jax.tree.leaves(tree), strict=True
+            )
+        ],
+    )
+    return params, keep
+
+
 def _prune_to(params, keep, target: float, *, saliency: str, scope: str, x_h, y_h, act_arg):
     """Score ``params`` (OBD with the exact diagonal on ``x_h, y_h``, or magnitude) and prune
     its kernels until ``target`` of them are zero; weights pruned before (``keep`` False) rank
-    first and stay pruned, so the masks nest. Returns the pruned model and its mask."""
+    first and stay pruned, so the masks nest. Returns the pruned model and its mask. ``"obs"``
+    is :func:`_obs_to`."""
+    if saliency == "obs":
+        return _obs_to(params, keep, target, x_h=x_h, y_h=y_h, act_arg=act_arg)
     if saliency == "obd":
         hdiag = hessian_diag(params, x_h, y_h, activation=act_arg)
         scores = score_params("obd", params, hdiag=hdiag, activation=act_arg)
@@ -391,8 +424,13 @@ def iterative_prune(
     """Prune kernels to each fraction of ``schedule`` in turn, retraining after each round.
 
     ``saliency`` is ``"obd"`` (``0.5 h w^2`` with the exact Hessian diagonal of the mean loss over
-    the first ``hessian_examples`` training images, all by default, recomputed every round) or
-    ``"magnitude"``. Kernel weights that are already zero count as pruned from the start (they
+    the first ``hessian_examples`` training images, all by default, recomputed every round),
+    ``"magnitude"``, or ``"obs"``: global Optimal Brain Surgeon on the exact Hessian block of
+    every unit's incoming weights over the same images, recomputed every round on the weights
+    left (:func:`obd.obs.global_obs.global_obs_step`; saliency ``w_q^2 / (2 [H_o^-1]_qq)``, the
+    remaining weights of each unit take the OBS update ``-w_q H_o^-1[:, q] / [H_o^-1]_qq``
+    before retraining); it needs dense layers (the plain MLP, or an ``nnx.Sequential`` of
+    ``nnx.Linear`` layers) and ``scope="global"``. Kernel weights that are already zero count as pruned from the start (they
     rank first and stay zero): a round reaches its target fraction, or stays at the model's
     existing sparsity if that is higher. Returns a DataFrame with a row for the unpruned model
     (round 0) and one per round: ``saliency``, ``scope``, ``round``, ``fraction`` (target),
@@ -421,6 +459,13 @@ def iterative_prune(
             f"lr_schedule {lr_schedule!r} unknown; accepted: {', '.join(LR_SCHEDULES)}"
         )
     check_scope(scope)
+    if saliency == "obs":
+        if scope != "global":
+            raise ValueError(
+                "saliency='obs' allocates removals over all units and layers (global OBS on "
+                f"each unit's Hessian block); it takes scope='global', got scope={scope!r}"
+            )
+        as_dense(params, None if is_module(params) else activation)  # dense layers only
     schedule = halving_schedule() if schedule is None else check_schedule(schedule)
     steps_per_round = round_steps(retrain_steps, len(schedule))
     if hessian_examples is not None:

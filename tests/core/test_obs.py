@@ -506,3 +506,32 @@ def test_obs_refuses_nan_weights_and_non_finite_results(toy_data, toy_net):
             fn(bad)
     with pytest.raises(ValueError, match=r"not finite|damping"):
         obs.global_obs_sweep(toy_net, x, y, [0.0, 0.5], xt, yt, damping=1e300, stages=1)
+
+
+def test_global_obs_step_from_a_sparse_model_is_one_shot_global_obs():
+    """``global_obs_step`` computes the blocks on each unit's nonzero weights only; from a dense
+    or a sparse model its kernels equal one-shot global OBS on the full blocks, zeros stay zero,
+    and a level below the zeros already there revives none."""
+    with jax.enable_x64(True):
+        params, x, y = _deep_net(seed=6, sizes=(9, 8, 6, 3))
+        for f in (0.3, 0.7):
+            step = obs.global_obs_step(params, x, y, f)
+            ref = obs.global_obs_prune(params, x, y, f, stages=1)
+            for k, r in zip(step, ref, strict=True):
+                np.testing.assert_allclose(k, np.asarray(r["kernel"]), rtol=1e-9, atol=1e-12)
+        sparse = obs.global_obs_prune(params, x, y, 0.4, stages=1, update=False)
+        n = sum(int(np.size(p["kernel"])) for p in params)
+        for f in (0.6, 0.9):
+            step = obs.global_obs_step(sparse, x, y, f)
+            ref = obs.global_obs_prune(sparse, x, y, f, stages=1)
+            assert sum(int((k == 0).sum()) for k in step) == prune_counts(f, n)
+            for k, r, s in zip(step, ref, sparse, strict=True):
+                np.testing.assert_allclose(k, np.asarray(r["kernel"]), rtol=1e-9, atol=1e-12)
+                assert np.all(k[np.asarray(s["kernel"]) == 0] == 0)
+        low = obs.global_obs_step(sparse, x, y, 0.1)  # below the 40% already zero
+        for k, s in zip(low, sparse, strict=True):
+            np.testing.assert_array_equal(k == 0, np.asarray(s["kernel"]) == 0)
+    with pytest.raises(ValueError, match="fraction must be a single number"):
+        obs.global_obs_step(params, x, y, [0.5])
+    with pytest.raises(ValueError, match="damping"):
+        obs.global_obs_step(params, x, y, 0.5, damping=-1.0)

@@ -10,7 +10,8 @@ One concern per module:
 * :mod:`obd.obs.conv`: layer-wise OBS of NNX models, convolutions unrolled (:func:`obs_sweep_model`);
 * :mod:`obd.obs.blocks`: the exact per-unit Hessian blocks of the loss (:func:`unit_blocks`) and
   their damped inverses;
-* :mod:`obd.obs.global_obs`: global OBS (:func:`global_obs_sweep`, :func:`global_obs_prune`);
+* :mod:`obd.obs.global_obs`: global OBS (:func:`global_obs_sweep`, :func:`global_obs_prune`;
+  :func:`global_obs_step` from a sparse model, the step of iterative OBS with retraining);
 * :mod:`obd.obs.stages`: its multi-stage path (``stages=``: the blocks recomputed at the pruned,
   updated weights between stages; ``resolve=``: a Newton re-solve of the remaining weights).
 
@@ -22,6 +23,7 @@ from obd.obs.conv import design_matrices, obs_sweep_model
 from obd.obs.global_obs import (
     global_allocate,
     global_obs_prune,
+    global_obs_step,
     global_obs_sweep,
     global_obs_traces,
 )
@@ -48,6 +50,7 @@ __all__ = [
     "design_matrices",
     "global_allocate",
     "global_obs_prune",
+    "global_obs_step",
     "global_obs_sweep",
     "global_obs_traces",
     "layer_hessian",

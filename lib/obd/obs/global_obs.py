@@ -288,6 +288,53 @@ def global_obs_prune(
     return with_kernels(params, kernels)
 
 
+def global_obs_step(
+    params: Params,
+    x,
+    y,
+    fraction: float,
+    *,
+    damping: float = GLOBAL_DAMPING,
+    activation: str | None = None,
+    batch_size: int | None = None,
+) -> list[np.ndarray]:
+    """One global OBS step from a model that may already be sparse: the kernels (a list of
+    ``[in, out]`` arrays) after pruning ``k = floor(fraction * n + 0.5)`` of the ``n`` kernel
+    weights, with the OBS update of the remaining weights. The step of iterative OBS with
+    retraining (:func:`obd.retrain.iterative_prune` with ``saliency="obs"``).
+
+    On a sparse model the blocks are computed on each unit's nonzero weights only
+    (:func:`obd.obs.blocks.support_blocks`, ``O(N out m^2)`` work for ``m`` nonzero weights a
+    unit; a dense model takes the full blocks of :func:`obd.obs.blocks.unit_blocks`, which skip
+    inputs that are zero on every example) and :func:`support_traces` removes the zero weights first at no cost, so weights that
+    are zero stay zero (while ``k`` covers them) and the result equals one-shot
+    :func:`global_obs_prune` (``stages=1``) on the full blocks, for much less work once the model
+    is sparse. ``k`` below the number of zero weights leaves them all zero (none is revived).
+    """
+    check_damping(damping)
+    f = np.asarray(fraction, np.float64)
+    if f.ndim != 0:
+        raise ValueError(f"fraction must be a single number in [0, 1], got {fraction!r}")
+    params, activation = as_dense(params, activation)
+    check_finite_params(params)
+    if all(np.all(np.asarray(p["kernel"]) != 0) for p in params):  # dense: the full blocks
+        traces = global_obs_traces(
+            params, x, y, damping=damping, activation=activation, batch_size=batch_size
+        )
+    else:
+        index = support_index(params)
+        blocks, scales = support_blocks(
+            params, x, y, index, activation=activation, batch_size=batch_size
+        )
+        traces = support_traces(params, index, blocks, scales, damping)
+    n = sum(t.order.size for t in traces)
+    counts = global_allocate(traces, prune_counts(check_fractions(f), n))
+    return [
+        np.asarray(layer_kernels(t, c)[0]).astype(np.asarray(p["kernel"]).dtype)
+        for t, c, p in zip(traces, counts, params, strict=True)
+    ]
+
+
 def _check_calibration(x, y) -> None:
     if x is None or y is None:
         raise ValueError(

@@ -35,6 +35,7 @@ METHODS: dict[str, tuple[str, str, str]] = {
     "iterative-magnitude": ("magnitude, iterative, to its break point", "goldenrod", "s"),
     "gradual-obd": ("OBD, gradual (cubic), to its break point", "royalblue", "^"),
     "gradual-magnitude": ("magnitude, gradual (cubic), to its break point", "olive", "v"),
+    "iterative-obs": ("OBS (global, unit blocks), iterative, to its break point", "darkgreen", "h"),
 }
 #: the columns of a frontier CSV (``{arch}-seed{seed}-frontier.csv``)
 COLUMNS = [
@@ -45,7 +46,9 @@ COLUMNS = [
 #: the columns of a per-layer frontier CSV (``{arch}-seed{seed}-frontier_layers.csv``)
 LAYER_COLUMNS = ["arch", "seed", "method", "round", "layer", "name", "size", "n_pruned",
                  "fraction_pruned"]  # fmt: skip
-SECOND_ORDER = ("iterative-obd", "gradual-obd")
+SECOND_ORDER = ("iterative-obd", "gradual-obd", "iterative-obs")
+#: the methods that need dense layers only (global OBS on unit blocks): LeNet-300-100, not LeNet-5
+DENSE_ONLY = ("iterative-obs",)
 
 
 def binomial_se(error, n: int) -> np.ndarray | float:
@@ -243,7 +246,7 @@ def mean_path(g: pd.DataFrame, column: str = "test_error") -> pd.DataFrame:
 
 
 __all__ = [
-    "METHODS", "COLUMNS", "SECOND_ORDER", "binomial_se", "break_threshold", "read",
+    "METHODS", "COLUMNS", "SECOND_ORDER", "DENSE_ONLY", "binomial_se", "break_threshold", "read",
     "within_dense", "reaches", "per_seed", "summary", "summary_markdown", "mean_path",
     "layers_at_frontier",
     "compression",
