@@ -108,7 +108,7 @@ check_number("train_steps", train_steps, lo=1, integer=True)
 check_number("learning_rate", learning_rate, lo=1e-12)
 if not isinstance(methods, list) or not methods or set(methods) - set(fr.METHODS):
     raise ValueError(f"methods must be a non-empty list of {list(fr.METHODS)}, got {methods!r}")
-if arch != "lenet_300_100" and set(methods) & set(fr.DENSE_ONLY):
+if "conv" in convnets.layer_kinds(arch) and set(methods) & set(fr.DENSE_ONLY):
     raise ValueError(f"{', '.join(fr.DENSE_ONLY)} needs dense layers only (global OBS on each "
                      f"unit's Hessian block): arch lenet_300_100, not {arch!r}; leave it out of "
                      "methods")  # fmt: skip

@@ -351,25 +351,12 @@ def _obs_to(params, keep, target: float, *, x_h, y_h, act_arg):
     """Global OBS from ``params`` (whose pruned weights are zero) to ``target``, with the OBS
     update of the remaining weights (:func:`obd.obs.global_obs.global_obs_step`); the new mask is
     the old one less the weights now zero, so the masks nest. Returns the model and its mask."""
-    kernels = iter(global_obs_step(params, x_h, y_h, float(target), activation=act_arg))
-    if is_module(params):
-        _, flat, restore = as_network(params)
-        flat = [dict(layer, kernel=jnp.asarray(next(kernels))) for layer in flat]
-        params = with_params(params, restore(flat))
-        tree = nnx.state(params, nnx.Param)
-    else:
-        params = [dict(layer, kernel=jnp.asarray(next(kernels))) for layer in params]
-        tree = params
-    keep = jax.tree.unflatten(
-        jax.tree.structure(keep),
-        [
-            jnp.logical_and(k, jnp.asarray(p) != 0) if tensor == "kernel" else k
-            for (_, tensor), k, p in zip(
-                leaf_names(keep), jax.tree.leaves(keep), jax.tree.leaves(tree), strict=True
-            )
-        ],
-    )
-    return params, keep
+    kernels = global_obs_step(params, x_h, y_h, float(target), activation=act_arg)
+    module = is_module(params)
+    _, flat, restore = as_network(params) if module else as_network(params, "relu")
+    flat = [dict(layer, kernel=jnp.asarray(k)) for layer, k in zip(flat, kernels, strict=True)]
+    params = with_params(params, restore(flat)) if module else restore(flat)
+    return params, jax.tree.map(jnp.logical_and, keep, _initial_keep(params))
 
 
 def _prune_to(params, keep, target: float, *, saliency: str, scope: str, x_h, y_h, act_arg):
@@ -430,8 +417,9 @@ def iterative_prune(
     left (:func:`obd.obs.global_obs.global_obs_step`; saliency ``w_q^2 / (2 [H_o^-1]_qq)``, the
     remaining weights of each unit take the OBS update ``-w_q H_o^-1[:, q] / [H_o^-1]_qq``
     before retraining); it needs dense layers (the plain MLP, or an ``nnx.Sequential`` of
-    ``nnx.Linear`` layers) and ``scope="global"``. Kernel weights that are already zero count as pruned from the start (they
-    rank first and stay zero): a round reaches its target fraction, or stays at the model's
+    ``nnx.Linear`` layers) and ``scope="global"``. Kernel weights that are already zero count as
+    pruned from the start (they rank first and stay zero): a round reaches its target fraction,
+    or stays at the model's
     existing sparsity if that is higher. Returns a DataFrame with a row for the unpruned model
     (round 0) and one per round: ``saliency``, ``scope``, ``round``, ``fraction`` (target),
     ``pruned_fraction`` and ``n_pruned`` (the kernel weights actually zero after pruning),

@@ -306,10 +306,11 @@ def global_obs_step(
     On a sparse model the blocks are computed on each unit's nonzero weights only
     (:func:`obd.obs.blocks.support_blocks`, ``O(N out m^2)`` work for ``m`` nonzero weights a
     unit; a dense model takes the full blocks of :func:`obd.obs.blocks.unit_blocks`, which skip
-    inputs that are zero on every example) and :func:`support_traces` removes the zero weights first at no cost, so weights that
-    are zero stay zero (while ``k`` covers them) and the result equals one-shot
-    :func:`global_obs_prune` (``stages=1``) on the full blocks, for much less work once the model
-    is sparse. ``k`` below the number of zero weights leaves them all zero (none is revived).
+    inputs that are zero on every example) and :func:`support_traces` removes the zero weights
+    first at no cost, so weights that are zero stay zero (while ``k`` covers them) and the
+    result equals one-shot :func:`global_obs_prune` (``stages=1``) on the full blocks, for much
+    less work once the model is sparse. ``k`` below the number of zero weights leaves them all
+    zero (none is revived).
     """
     check_damping(damping)
     f = np.asarray(fraction, np.float64)
@@ -327,11 +328,9 @@ def global_obs_step(
             params, x, y, index, activation=activation, batch_size=batch_size
         )
         traces = support_traces(params, index, blocks, scales, damping)
-    n = sum(t.order.size for t in traces)
-    counts = global_allocate(traces, prune_counts(check_fractions(f), n))
+    kernels, _, _ = _global_kernels(params, traces, check_fractions(f), True)
     return [
-        np.asarray(layer_kernels(t, c)[0]).astype(np.asarray(p["kernel"]).dtype)
-        for t, c, p in zip(traces, counts, params, strict=True)
+        k[0].astype(np.asarray(p["kernel"]).dtype) for k, p in zip(kernels, params, strict=True)
     ]
 
 
